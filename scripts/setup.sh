@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent installer behind `make setup`: Debian packages, the virtualenv,
+# the patched pyfuse3 (built from source: it has no wheel) and zramfs itself.
+# Safe to run again; each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+PYFUSE3_VERSION=3.5.0
+DEB_PKGS="fuse3 libfuse3-dev pkg-config fio e2fsprogs util-linux kmod"
+
+missing=""
+for p in $DEB_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing Debian packages:$missing (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "setup: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $missing </dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+fi
+
+# pyfuse3 with the fallocate patch (patches/README.md). Rebuilt only when the
+# installed copy lacks Operations.fallocate or is another version.
+if ! "$VENV/bin/python" - <<PYEOF 2>/dev/null
+import importlib.metadata, sys, pyfuse3
+ok = (importlib.metadata.version("pyfuse3") == "$PYFUSE3_VERSION"
+      and hasattr(pyfuse3.Operations, "fallocate"))
+sys.exit(0 if ok else 1)
+PYEOF
+then
+    echo "setup: building patched pyfuse3 $PYFUSE3_VERSION"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$work" "pyfuse3==$PYFUSE3_VERSION"
+    tar -xzf "$work/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$work"
+    (cd "$work/pyfuse3-$PYFUSE3_VERSION" && patch -p1 -s < "$OLDPWD/patches/pyfuse3-$PYFUSE3_VERSION-fallocate.patch")
+    "$VENV/bin/pip" install -q "$work/pyfuse3-$PYFUSE3_VERSION"
+fi
+
+# The project, editable, with its test tools. Re-run when pyproject changes.
+stamp="$VENV/.zramfs-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/pip" install -q -e ".[dev]"
+    touch "$stamp"
+fi
+echo "setup: ready ($VENV/bin/zramfs)"

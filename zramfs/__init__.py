@@ -1,0 +1,3 @@
+"""zramfs: Linux zram in userspace, served over FUSE."""
+
+__version__ = "0.1.0"
