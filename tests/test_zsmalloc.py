@@ -1,0 +1,621 @@
+"""zsmalloc model: class table vs. the kernel, accounting, data, compaction, RSS."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import math
+import random
+from array import array
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zramfs.core import zsmalloc
+from zramfs.core.zsmalloc import (
+    PAGE_SIZE,
+    ZS_HANDLE_SIZE,
+    ZS_SIZE_CLASSES,
+    ClassStat,
+    ZsPool,
+    build_size_classes,
+    calculate_zspage_chain_size,
+    get_fullness_group,
+    get_size_class_index,
+    huge_class_size_for,
+)
+from zramfs.errors import ZramError
+
+
+@pytest.fixture
+def pool() -> Iterator[ZsPool]:
+    p = ZsPool()
+    yield p
+    p.close()
+
+
+def payload(owner: int, n: int) -> bytes:
+    """Deterministic, owner-specific bytes (so a misplaced object shows)."""
+    return random.Random(owner * 7919 + n).randbytes(n)
+
+
+def obj_size(p: ZsPool, class_size: int) -> int:
+    """A malloc size that lands exactly in the class of ``class_size``."""
+    return class_size - ZS_HANDLE_SIZE
+
+
+def segment_offset(handle: int) -> int:
+    """The object's byte offset in its segment (decoded from the handle layout)."""
+    return (handle >> 1) & ((1 << 22) - 1)
+
+
+# ---------------------------------------------------------------------------
+# Class table
+# ---------------------------------------------------------------------------
+
+
+def test_huge_class_size_thresholds() -> None:
+    # zram-interface.md §13 / Z1: watermark 3264/3632/3840 minus 7.
+    assert huge_class_size_for(4) == 3257
+    assert huge_class_size_for(8) == 3625
+    assert huge_class_size_for(16) == 3833
+    assert huge_class_size_for() == 3625
+    assert ZsPool(chain_size=16).huge_class_size == 3833
+
+
+def test_huge_threshold_is_where_zs_malloc_goes_huge() -> None:
+    for chain in (4, 8, 16):
+        p = ZsPool(chain)
+        t = p.huge_class_size
+        assert not p.size_class(t - 1).huge
+        assert p.size_class(t).huge
+        assert p.size_class(PAGE_SIZE).huge and p.size_class(PAGE_SIZE).size == PAGE_SIZE
+        assert all(p.size_class(n).huge for n in range(t, PAGE_SIZE + 1))
+        assert not any(p.size_class(n).huge for n in range(1, t))
+
+
+def _legacy_usedpc_chain_size(class_size: int, chain: int) -> int:
+    """The pre-6.3 ``get_pages_per_zspage`` rule (maximise used %), chain-extended."""
+    best, best_pc = 1, 0
+    for i in range(1, chain + 1):
+        z = i * PAGE_SIZE
+        pc = (z - z % class_size) * 100 // z
+        if pc > best_pc:
+            best, best_pc = i, pc
+    return best
+
+
+def _count_classes(chain: int, rule: object) -> tuple[int, int]:
+    assert callable(rule)
+    n, prev, watermark = 0, (0, 0), 0
+    for i in range(ZS_SIZE_CLASSES - 1, -1, -1):
+        size = min(32 + 16 * i, PAGE_SIZE)
+        ppz = rule(size, chain)
+        objs = ppz * PAGE_SIZE // size
+        if ppz != 1 and objs != 1 and not watermark:
+            watermark = size
+        if (ppz, objs) != prev:
+            n += 1
+            prev = (ppz, objs)
+    return n, watermark
+
+
+# Z1 "Overall the combined zspage chain size effect" table.
+Z1_TABLE = {
+    4: (69, 3264), 5: (86, 3408), 6: (93, 3504), 7: (112, 3584), 8: (123, 3632),
+    9: (140, 3680), 10: (143, 3712), 11: (159, 3744), 12: (164, 3776),
+    13: (180, 3792), 14: (183, 3808), 15: (188, 3840), 16: (191, 3840),
+}  # fmt: skip
+
+
+def test_distinct_class_counts() -> None:
+    """The kernel's min-waste rule gives 69 / 119 / 192 distinct classes.
+
+    Z1 (Documentation/mm/zsmalloc.rst) says 69 / 123 / 191.  Its whole table
+    is reproduced exactly by the *old* used-percentage rule extended to longer
+    chains (the doc was written before "zsmalloc: rework zspage chain size
+    selection" switched to minimum waste); the watermarks agree either way.
+    The model follows the code, so it must give 119 / 192 for chains 8 / 16.
+    """
+    counts = {c: len(build_size_classes(c)[0]) for c in (4, 8, 16)}
+    assert counts == {4: 69, 8: 119, 16: 192}
+    for chain, (z1_count, z1_watermark) in Z1_TABLE.items():
+        assert _count_classes(chain, _legacy_usedpc_chain_size) == (z1_count, z1_watermark)
+        assert build_size_classes(chain)[2] + ZS_HANDLE_SIZE - 1 == z1_watermark
+        n, watermark = _count_classes(chain, calculate_zspage_chain_size)
+        assert (n, watermark) == (len(build_size_classes(chain)[0]), z1_watermark)
+    # Z1's chain-16 listing has "212 3424 ... 16"; the kernel's rule makes it 213 3440
+    specs16 = {s.index: s for s in build_size_classes(16)[0]}
+    assert 212 not in specs16 and specs16[213].size == 3440
+    assert specs16[213].pages_per_zspage == 16
+    assert _legacy_usedpc_chain_size(3424, 16) == 16
+
+
+def test_hand_checked_classes() -> None:
+    by_index = {s.index: s for s in build_size_classes(8)[0]}
+    # size 32: power of two -> one page, 128 objects
+    assert (by_index[0].size, by_index[0].pages_per_zspage, by_index[0].objs_per_zspage) == (
+        32,
+        1,
+        128,
+    )
+    # 48: 3 pages hold 256 objects with no waste
+    assert (by_index[1].pages_per_zspage, by_index[1].objs_per_zspage) == (3, 256)
+    # Z1's worked example: 1568 bytes wastes 96 bytes in a chain of 5 -> 13 objects
+    assert calculate_zspage_chain_size(1568, 8) == 5
+    assert (by_index[96].size, by_index[96].pages_per_zspage, by_index[96].objs_per_zspage) == (
+        1568,
+        5,
+        13,
+    )
+    # 3632 is the last non-huge class with chain 8: 8 pages, 9 objects, 80 bytes waste
+    assert (by_index[225].pages_per_zspage, by_index[225].objs_per_zspage) == (8, 9)
+    assert by_index[254].huge and by_index[254].size == 4096
+    # Z1 chain-8 tail: 202 3264/4, 211 3408/5, 217 3504/6, 222 3584/7, 225 3632/8, 254 4096/1
+    specs8 = build_size_classes(8)[0]
+    tail = [(s.index, s.size, s.pages_per_zspage) for s in specs8 if s.index >= 202]
+    assert tail == [
+        (202, 3264, 4), (211, 3408, 5), (217, 3504, 6), (222, 3584, 7), (225, 3632, 8),
+        (254, 4096, 1),
+    ]  # fmt: skip
+
+
+def test_chain4_merging_matches_z1_example() -> None:
+    """Z1: with chain 4, classes #95-99 merge into #100 (1632 B, 2 pages, 5 objs)."""
+    specs, class_of, _ = build_size_classes(4)
+    by_index = {s.index: s for s in specs}
+    assert [class_of[i] for i in range(95, 101)] == [100] * 6
+    assert (by_index[100].size, by_index[100].pages_per_zspage, by_index[100].objs_per_zspage) == (
+        1632,
+        2,
+        5,
+    )
+    assert by_index[94].pages_per_zspage == 3
+    p = ZsPool(4)
+    try:
+        # 1568 B objects (Z1: "we end up using size class #100"): 13 of them -> 6 pages
+        assert p.size_class(1568 - ZS_HANDLE_SIZE).index == 100
+        for i in range(13):
+            p.malloc(1568 - ZS_HANDLE_SIZE, i)
+        assert p.total_pages() == 6
+    finally:
+        p.close()
+
+
+def test_size_class_index() -> None:
+    assert get_size_class_index(1 + ZS_HANDLE_SIZE) == 0
+    assert get_size_class_index(24 + ZS_HANDLE_SIZE) == 0
+    assert get_size_class_index(25 + ZS_HANDLE_SIZE) == 1
+    assert get_size_class_index(4096 + ZS_HANDLE_SIZE) == 254  # clamped to the last class
+    assert get_size_class_index(4088 + ZS_HANDLE_SIZE) == 254
+    assert get_size_class_index(4072 + ZS_HANDLE_SIZE) == 253
+
+
+def test_fullness_groups() -> None:
+    assert get_fullness_group(0, 128) == 0
+    assert get_fullness_group(1, 128) == 1  # ratio 0 but not empty -> 10%
+    assert get_fullness_group(127, 128) == 10  # 99%
+    assert get_fullness_group(128, 128) == 11
+    assert [get_fullness_group(n, 8) for n in range(9)] == [0, 2, 3, 4, 6, 7, 8, 9, 11]
+
+
+# ---------------------------------------------------------------------------
+# Accounting and allocation policy
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 20, 100, 700, 1500, 2500, 3000, 3624, 3625, 4096])
+def test_pages_after_n_objects(pool: ZsPool, size: int) -> None:
+    spec = pool.size_class(size)
+    n = 3 * spec.objs_per_zspage + 1
+    for i in range(n):
+        pool.malloc(size, i)
+    expected = math.ceil(n / spec.objs_per_zspage) * spec.pages_per_zspage
+    assert pool.total_pages() == expected
+    (row,) = [r for r in pool.class_stats() if r.index == spec.index]
+    assert row.obj_used == n
+    assert row.obj_allocated == 4 * spec.objs_per_zspage
+    assert row.pages_used == expected
+    # three full zspages and one holding a single object (full too if huge)
+    assert row.fullness[-1] == 3 + (spec.objs_per_zspage == 1)
+    assert sum(row.fullness) == 4
+
+
+def test_find_get_zspage_takes_fullest_then_most_recent(pool: ZsPool) -> None:
+    size = obj_size(pool, 32)  # 128 objects per 1-page zspage
+    hs = [pool.malloc(size, i) for i in range(4 * 128)]
+    page = [segment_offset(h) // PAGE_SIZE for h in hs]
+    zs = [hs[k * 128 : (k + 1) * 128] for k in range(4)]
+    # A: 78 left (60% group), B: 118 (99% group), C: 28 (30%), D: 78 (60%, after A)
+    for k, keep in enumerate((78, 118, 28, 78)):
+        for h in zs[k][keep:]:
+            pool.free(h)
+    assert pool.total_pages() == 4
+    # the fullest group first: B until full
+    for i in range(10):
+        h = pool.malloc(size, 1000 + i)
+        assert segment_offset(h) // PAGE_SIZE == page[128]
+    # then the 60% group: D entered it last, so D is first
+    h = pool.malloc(size, 2000)
+    assert segment_offset(h) // PAGE_SIZE == page[3 * 128]
+    # freed objects are reused LIFO: D's last freed object was its highest index
+    assert h == zs[3][-1]
+
+
+def test_empty_zspage_freed_immediately_and_slots_reused_lowest_first(pool: ZsPool) -> None:
+    size = 4096  # huge: one object per one-page zspage
+    hs = [pool.malloc(size, i) for i in range(10)]
+    assert pool.total_pages() == 10
+    pool.free(hs[7])
+    pool.free(hs[2])
+    pool.free(hs[5])
+    assert pool.total_pages() == 7
+    again = [pool.malloc(size, 100 + i) for i in range(3)]
+    assert [segment_offset(h) for h in again] == sorted(segment_offset(hs[i]) for i in (2, 5, 7))
+
+
+def test_merged_classes_share_zspages(pool: ZsPool) -> None:
+    # With chain 8, 1600 and 1616 (class indexes 98, 99) merge into one class.
+    a, b = pool.size_class(1600 - 8), pool.size_class(1616 - 8)
+    assert a == b
+    pool.malloc(1600 - 8, 1)
+    pool.malloc(1616 - 8, 2)
+    assert pool.total_pages() == a.pages_per_zspage
+
+
+def test_data_header_and_owner(pool: ZsPool) -> None:
+    items = {}
+    for owner, n in enumerate([1, 8, 24, 25, 100, 1500, 3624, 3625, 4000, 4096]):
+        data = payload(owner, n)
+        h = pool.store(data, owner)
+        assert h > 0 and h < 2**63
+        items[h] = (owner, data)
+    for h, (owner, data) in items.items():
+        assert bytes(pool.read(h, len(data))) == data
+        assert pool.owner(h) == owner
+    # a huge object keeps its owner outside the data
+    h = pool.store(b"\xff" * 4096, 2**63 - 1)
+    assert pool.owner(h) == 2**63 - 1 and bytes(pool.read(h, 4096)) == b"\xff" * 4096
+
+
+def test_errors(pool: ZsPool) -> None:
+    with pytest.raises(ZramError) as e:
+        pool.malloc(0, 1)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(ZramError) as e:
+        pool.malloc(4097, 1)
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(ValueError):
+        pool.malloc(10, -1)
+    with pytest.raises(ValueError):
+        pool.malloc(10, 2**63)
+    assert pool.total_pages() == 0
+    h = pool.malloc(100, 5)
+    with pytest.raises(ValueError):
+        pool.write(h, b"x" * 200)  # beyond the 112-byte slot
+    keep = pool.malloc(100, 6)
+    pool.free(h)
+    with pytest.raises(ValueError):
+        pool.free(h)  # double free: the header's tag bit is clear
+    with pytest.raises(ValueError):
+        pool.owner(h)
+    hh = pool.malloc(4096, 7)
+    pool.free(hh)
+    with pytest.raises(ValueError):
+        pool.free(hh)
+    with pytest.raises(ValueError):
+        pool.free(1 << 62)
+    assert pool.owner(keep) == 6
+    assert pool.total_pages() == pool.size_class(100).pages_per_zspage
+
+
+def test_write_accepts_buffers(pool: ZsPool) -> None:
+    h = pool.malloc(64, 1)
+    pool.write(h, bytearray(b"a" * 64))
+    pool.write(h, memoryview(b"b" * 64))
+    pool.write(h, memoryview(array("i", [1] * 16)))  # non-byte format is cast
+    assert bytes(pool.read(h, 64)) == array("i", [1] * 16).tobytes()
+    h2 = pool.store(memoryview(array("q", [7] * 8)), 2)
+    assert bytes(pool.read(h2, 64)) == array("q", [7] * 8).tobytes()
+
+
+# ---------------------------------------------------------------------------
+# Compaction
+# ---------------------------------------------------------------------------
+
+
+def test_compaction_frees_expected_pages() -> None:
+    moves: dict[int, int] = {}
+    p = ZsPool(on_move=lambda owner, h: moves.__setitem__(owner, h))
+    try:
+        size = obj_size(p, 32)  # 128 objects per page
+        hs = [p.malloc(size, i) for i in range(10 * 128)]
+        live = {}
+        for i, h in enumerate(hs):
+            if i % 128 < 12:
+                p.write(h, payload(i, size))
+                live[i] = h
+            else:
+                p.free(h)
+        assert p.total_pages() == 10
+        row = next(r for r in p.class_stats() if r.index == 0)
+        assert row.freeable == 9 and row.fullness[0] == 10  # all in the 10% group
+        assert p.compact() == 9
+        assert p.pages_compacted == 9 and p.total_pages() == 1
+        assert len(moves) == 9 * 12  # nine sources of twelve objects each
+        live.update(moves)
+        for owner, h in live.items():
+            assert p.owner(h) == owner
+            assert bytes(p.read(h, size)) == payload(owner, size)
+        assert p.compact() == 0 and p.pages_compacted == 9
+
+        # A multi-page class where zs_can_compact stops the loop early:
+        # four 8-object zspages (3 pages each) with 5 objects each.
+        size2 = obj_size(p, 1536)
+        spec = p.size_class(size2)
+        assert (spec.pages_per_zspage, spec.objs_per_zspage) == (3, 8)
+        hs2 = [p.malloc(size2, 10_000 + i) for i in range(32)]
+        for i, h in enumerate(hs2):
+            if i % 8 >= 5:
+                p.free(h)
+            else:
+                p.write(h, payload(10_000 + i, size2))
+                live[10_000 + i] = h
+        assert p.total_pages() == 1 + 12
+        moves.clear()
+        # Kernel trace: dst = D, src = C: 3 objects fill D; then dst = B, src = C
+        # (now sparsest): its 2 objects go to B, C is freed.  (32-20)//8 == 1
+        # zspage was promised, so the loop stops with A and B partial.
+        assert p.compact() == 3
+        assert len(moves) == 5
+        assert p.pages_compacted == 12 and p.total_pages() == 1 + 9
+        row2 = next(r for r in p.class_stats() if r.index == spec.index)
+        assert row2.freeable == 0 and row2.obj_used == 20 and row2.obj_allocated == 24
+        live.update(moves)
+        for owner, h in live.items():
+            assert p.owner(h) == owner
+            n = size if owner < 10_000 else size2
+            assert bytes(p.read(h, n)) == payload(owner, n)
+    finally:
+        p.close()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    chain=st.sampled_from([4, 8, 16]),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("store"), st.sampled_from([1, 24, 40, 200, 1000, 1500, 3000, 4096])),
+            st.tuples(st.just("store_many"), st.sampled_from([40, 200, 1000, 1500, 3000])),
+            st.tuples(st.just("free"), st.integers(0, 10**6)),
+            st.tuples(st.just("free_many"), st.integers(0, 10**6)),
+            st.tuples(st.just("compact"), st.just(0)),
+        ),
+        max_size=40,
+    ),
+)
+def test_random_interleavings_against_model(chain: int, ops: list[tuple[str, int]]) -> None:
+    handles: dict[int, int] = {}  # owner -> handle, kept right by on_move
+
+    def moved(owner: int, new: int) -> None:
+        assert owner in handles
+        handles[owner] = new
+
+    p = ZsPool(chain, on_move=moved)
+    model: dict[int, bytes] = {}
+    next_owner = 0
+    rnd = random.Random(chain)
+    try:
+        for op, arg in ops:
+            if op in ("store", "store_many"):
+                # store_many: 60 objects of nearly one size, so that a class
+                # gets several zspages and freeing makes compaction move them
+                for _ in range(1 if op == "store" else 60):
+                    size = arg if op == "store" else rnd.randint(arg - 8, arg)
+                    data = payload(next_owner, size)
+                    handles[next_owner] = p.store(data, next_owner)
+                    model[next_owner] = data
+                    next_owner += 1
+            elif op in ("free", "free_many") and model:
+                owners = sorted(model)
+                victims = [owners[arg % len(owners)]]
+                if op == "free_many":
+                    victims = owners[arg % 3 :: 2]
+                for o in victims:
+                    p.free(handles.pop(o))
+                    del model[o]
+            elif op == "compact":
+                before = p.total_pages()
+                freed = p.compact()
+                assert p.total_pages() == before - freed
+                assert all(r.freeable == 0 for r in p.class_stats())
+            # invariants after every step
+            for o, data in model.items():
+                h = handles[o]
+                assert p.owner(h) == o
+                assert bytes(p.read(h, len(data))) == data
+            stats = p.class_stats()
+            assert p.total_pages() == sum(r.pages_used for r in stats)
+            assert sum(r.obj_used for r in stats) == len(model)
+            for r in stats:
+                assert r.obj_allocated == sum(r.fullness) * r.objs_per_zspage
+                assert r.obj_used <= r.obj_allocated
+        for o in list(model):
+            p.free(handles.pop(o))
+        assert p.total_pages() == 0
+    finally:
+        p.close()
+
+
+# ---------------------------------------------------------------------------
+# debugfs table
+# ---------------------------------------------------------------------------
+
+# Verbatim from Z1's sample (a real kernel's zs_stats_size_show output).
+Z1_HEADER = (
+    " class  size       10%       20%       30%       40%       50%       60%       70%"
+    "       80%       90%       99%      100% obj_allocated   obj_used pages_used"
+    " pages_per_zspage freeable"
+)
+Z1_ROW_512 = (
+    "    30   512         0        12         4         1         0         1         0"
+    "         0         1         0       414          3464       3346        433"
+    "                1       14"
+)
+Z1_ROW_528 = (
+    "    31   528         2         7         2         2         1         0         1"
+    "         0         0         2       117          4154       3793        536"
+    "                4       44"
+)
+
+
+def _build_zspages(p: ZsPool, class_size: int, inuse: list[int]) -> None:
+    """Create one zspage per entry, then free objects down to that inuse count."""
+    spec = p.size_class(obj_size(p, class_size))
+    objs = spec.objs_per_zspage
+    hs = [p.malloc(obj_size(p, class_size), i) for i in range(objs * len(inuse))]
+    for z, n in enumerate(inuse):
+        for h in hs[z * objs + n : (z + 1) * objs]:
+            p.free(h)
+
+
+def test_format_classes_matches_kernel_output(pool: ZsPool) -> None:
+    # class 30 (512 B, 8 objs): 12x1, 4x2, 1x3, 1x4, 1x7 objects and 414 full zspages
+    _build_zspages(pool, 512, [8] * 414 + [1] * 12 + [2] * 4 + [3, 4, 7])
+    # class 31 (528 B, 4 pages, 31 objs): one inuse choice giving Z1's row
+    inuse31 = [1, 3] + [5] * 6 + [4] + [7, 8] + [11, 11] + [13] + [20] + [28, 30] + [31] * 117
+    assert sum(inuse31) == 3793
+    _build_zspages(pool, 528, inuse31)
+    text = pool.format_classes()
+    lines = text.split("\n")
+    assert lines[0] == Z1_HEADER
+    assert Z1_ROW_512 in lines and Z1_ROW_528 in lines
+    # one row per distinct class, then a blank line and the Total row
+    assert len(lines) == 1 + 119 + 3 and lines[-3] == "" and lines[-1] == ""
+    total = lines[-2]
+    assert total.startswith(" Total       ")
+    fields = total.split()
+    assert fields[1:12] == [str(v) for v in (2, 19, 6, 3, 1, 1, 1, 0, 1, 2, 531)]
+    assert fields[12:] == ["7618", "7139", "969", "58"]
+    row = next(r for r in pool.class_stats() if r.index == 30)
+    fullness = (0, 12, 4, 1, 0, 1, 0, 0, 1, 0, 414)
+    assert row == ClassStat(30, 512, fullness, 3464, 3346, 433, 1, 8, 14)
+
+
+# ---------------------------------------------------------------------------
+# Real memory: RSS follows total_pages()
+# ---------------------------------------------------------------------------
+
+
+def _anon_rss() -> int:
+    """Resident anonymous bytes of this process (page-table walk: exact)."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def test_rss_tracks_total_pages() -> None:
+    rnd = random.Random(42)
+    source = memoryview(rnd.randbytes(PAGE_SIZE))
+    sizes = array("H", [rnd.choice((rnd.randint(100, 3600), 4096)) for _ in range(60_000)])
+    handles = array("Q", bytes(8 * len(sizes)))
+    target = 64 << 20
+    p = ZsPool()
+    gc.collect()
+    base = _anon_rss()
+    n = 0
+    while p.total_pages() * PAGE_SIZE < target:
+        size = sizes[n]
+        handles[n] = p.store(source[:size], n)
+        n += 1
+    used = p.total_pages() * PAGE_SIZE
+    grown = _anon_rss() - base
+    print(
+        f"\n{n} objects: total_pages*4096 = {used} B, RSS growth {grown} B "
+        f"({100 * (grown - used) / used:+.3f} %)"
+    )
+    assert abs(grown - used) <= 0.03 * used
+    # free a scattered half: RSS follows the partially empty zspages' accounting
+    for i in range(0, n, 2):
+        p.free(handles[i])
+    half = p.total_pages() * PAGE_SIZE
+    grown_half = _anon_rss() - base
+    assert abs(grown_half - half) <= 0.03 * used
+    # compaction gives pages back for real
+
+    def moved(owner: int, new_handle: int) -> None:
+        handles[owner] = new_handle
+
+    p.on_move = moved
+    p.compact()
+    compacted = p.total_pages() * PAGE_SIZE
+    assert compacted < half
+    assert abs((_anon_rss() - base) - compacted) <= 0.03 * used
+    # ... and after everything is freed, the memory is gone
+    for i in range(1, n, 2):
+        p.free(handles[i])
+    assert p.total_pages() == 0
+    after = _anon_rss() - base
+    print(
+        f"half freed: {half} B vs RSS {grown_half} B; compacted {p.pages_compacted} pages -> "
+        f"{compacted} B; all freed: RSS growth {after} B"
+    )
+    assert after <= 0.03 * used
+    p.close()
+    assert p.mapped_bytes() == 0
+
+
+@pytest.mark.parametrize("populate", [True, False])
+def test_barely_used_zspages_are_fully_resident(
+    populate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One object per class still costs whole zspages, in RSS as in mm_stat.
+
+    ``populate=False`` exercises the page-touching fallback used when the
+    kernel lacks MADV_POPULATE_WRITE.
+    """
+    if not populate:
+        monkeypatch.setattr(zsmalloc, "_populate_write", False)
+    p = ZsPool(16)
+    gc.collect()
+    base = _anon_rss()
+    handles = [p.malloc(spec.size - ZS_HANDLE_SIZE, i) for i, spec in enumerate(p.specs)]
+    used = p.total_pages() * PAGE_SIZE
+    grown = _anon_rss() - base
+    assert used == sum(s.pages_per_zspage for s in p.specs) * PAGE_SIZE  # 1863 pages
+    assert abs(grown - used) <= 0.05 * used
+    for h in handles:
+        p.free(h)
+    assert p.total_pages() == 0 and _anon_rss() - base <= 0.05 * used
+    p.close()
+
+
+def test_free_unmaps_empty_segments_and_close_releases() -> None:
+    p = ZsPool()
+    hs = [p.malloc(4096, i) for i in range(3 * 512)]  # 2 MiB segments of 512 pages
+    assert p.total_pages() == 1536 and p.mapped_bytes() == 3 * (2 << 20)
+    for h in hs:
+        p.free(h)
+    assert p.total_pages() == 0
+    assert p.mapped_bytes() == 2 << 20  # one empty spare segment for the class
+    h = p.store(b"z" * 4096, 1)
+    view = p.read(h, 4096)  # a view outliving close() must not make it fail
+    p.close()
+    assert p.mapped_bytes() == 0 and p.total_pages() == 0
+    del view
+    # the pool is empty and usable again (a new device after reset)
+    h = p.store(b"again", 2)
+    assert bytes(p.read(h, 5)) == b"again" and p.total_pages() == 1
+    p.close()

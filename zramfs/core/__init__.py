@@ -1,0 +1,1 @@
+"""Device core: the zram model (slots, accounting, control-file parsing)."""

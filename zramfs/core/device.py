@@ -1,0 +1,823 @@
+"""One zram device: lifecycle, the data path and the control-file stores.
+
+This is ``drivers/block/zram/zram_drv.c`` for a trio program.  The layers:
+
+* `slots.SlotTable` — 16 bytes a page, entry locks in the same words;
+* `zsmalloc.ZsPool` — where compressed objects really live;
+* ``backends`` — one `Codec` per configured priority (``zcomp``);
+* this module — what zram_drv.c does with them, plus every ``*_show`` /
+  ``*_store``, which `attrs.ATTRS` declares once each.
+
+Concurrency (details and invariants in docs/design.md):
+
+* All state changes happen on the trio thread.  Worker threads only run codec
+  calls on bytes they were handed; they never see the table or the pool.
+* ``dev_lock`` (`entrylock.DevLock`): I/O, stats and idle/compact take it
+  shared; disksize, reset, recompress and writeback take it exclusively.
+* A slot's entry lock is held exclusively while its content changes, and may
+  be held across an ``await`` (offloaded compression, backing-store I/O).
+  Several slots are always locked in ascending index order.
+* Pool memory views never survive an ``await``: compaction may move an object
+  (the pool's ``on_move`` updates the slot's handle), so a handle is re-read
+  from the table after every await.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable, Sequence
+
+import trio
+
+from ..backends import BACKEND_NAMES, DEFAULT_ALGORITHM, create_codec
+from ..backends.base import AlgoParams, Codec
+from ..errors import ZramError, einval
+from . import kparse
+from .entrylock import LOCK_MASK, WRITER, DevLock
+from .slots import (
+    ACTIME_MASK,
+    ACTIME_SHIFT,
+    HUGE,
+    IDLE,
+    INCOMPRESSIBLE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PP_SLOT,
+    PRIO_MASK,
+    PRIO_SHIFT,
+    SAME,
+    SIZE_MASK,
+    WB,
+    SlotTable,
+)
+from .stats import BlockStat, ZramStats
+from .zsmalloc import ZsPool, huge_class_size_for
+
+ZRAM_MAX_COMPS = 4
+ZRAM_PRIMARY_COMP = 0
+ZRAM_SECONDARY_COMP = 1
+CHAIN_SIZE = 8
+SECTOR_SHIFT = 9
+PAGE_WORDS = PAGE_SIZE // 8
+MAX_DICT_SIZE = 16 << 20  # dictionaries larger than this are refused (EINVAL)
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+# Compression is moved to worker threads when a batch is expected to take at
+# least this long inline: below it the thread hop (60–150 µs measured here)
+# costs more than it saves.
+OFFLOAD_MIN_NS = 400_000
+_EWMA_SHIFT = 3
+
+
+def boottime_seconds() -> int:
+    """``(u32)ktime_get_boottime_seconds()``: what slots record as ac_time."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME)) & 0xFFFFFFFF
+
+
+def _words_same(page: bytes) -> int | None:
+    """``page_same_filled()``: the repeated 8-byte word, or None.
+
+    Checks first against last word before the full compare, as the kernel does,
+    so ordinary data is rejected in a fraction of a microsecond.
+    """
+    w = page[:8]
+    if w != page[-8:] or w * PAGE_WORDS != page:
+        return None
+    return int.from_bytes(w, "little")
+
+
+class ZramDevice:
+    """A zram device: uninitialized until ``disksize`` is written."""
+
+    def __init__(self, dev_id: int, *, clock: Callable[[], int] = boottime_seconds) -> None:
+        self.id = dev_id
+        self.clock = clock
+        self.dev_lock = DevLock()
+        self.stats = ZramStats()
+        self.bstat = BlockStat()
+        # Configuration that survives until reset.
+        self.comp_algs: list[str | None] = [DEFAULT_ALGORITHM, None, None, None]
+        self.params: list[AlgoParams] = [AlgoParams()] * ZRAM_MAX_COMPS
+        self.limit_pages = 0
+        # Configuration that reset does not touch (reference §1).
+        self.wb_limit_enable = False
+        self.wb_limit = 0
+        self.wb_batch_size = 32
+        self.compressed_writeback = False
+        # Image opens (loop device attached, or any open of the image file):
+        # reset / hot_remove / disksize refuse with EBUSY while non-zero.
+        self.openers = 0
+        # Initialized state.
+        self.disksize = 0
+        self.table: SlotTable | None = None
+        self.pool: ZsPool | None = None
+        self.comps: list[Codec | None] = [None] * ZRAM_MAX_COMPS
+        self.huge_class_size = huge_class_size_for(CHAIN_SIZE)
+        self._comp_cost_ns = 10_000  # EWMA of one page's primary compression
+        # Observers (the FUSE layer invalidates the image inode on size change).
+        self.on_resize: list[Callable[[ZramDevice], None]] = []
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def initialized(self) -> bool:
+        return self.disksize != 0
+
+    @property
+    def name(self) -> str:
+        return f"zram{self.id}"
+
+    @property
+    def npages(self) -> int:
+        return self.disksize >> PAGE_SHIFT
+
+    def _require_init(self) -> tuple[SlotTable, ZsPool]:
+        if self.table is None or self.pool is None:
+            raise einval("device not initialized")
+        return self.table, self.pool
+
+    def total_pages(self) -> int:
+        return self.pool.total_pages() if self.pool is not None else 0
+
+    def _on_move(self, owner: int, new_handle: int) -> None:
+        assert self.table is not None
+        self.table.handle[owner] = new_handle
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def init_device(self, disksize: int) -> None:
+        """``disksize_store`` after parsing: allocate table, pool, compressors."""
+        async with self.dev_lock.write():
+            if self.initialized:
+                raise ZramError(errno.EBUSY, "cannot change disksize of an initialized device")
+            if self.openers:
+                raise ZramError(errno.EBUSY, f"{self.name} image is open")
+            if disksize == 0:  # PAGE_ALIGN wrapped a value near 2**64
+                raise ZramError(errno.ENOMEM, "disksize too large")
+            comps: list[Codec | None] = [None] * ZRAM_MAX_COMPS
+            for prio, alg in enumerate(self.comp_algs):
+                if alg is not None:
+                    comps[prio] = create_codec(alg, self.params[prio])
+            npages = disksize >> PAGE_SHIFT
+            try:
+                table = SlotTable(npages)
+            except (OSError, OverflowError, ValueError) as e:
+                raise ZramError(errno.ENOMEM, f"slot table for {npages} pages: {e}") from e
+            self.table = table
+            self.pool = ZsPool(CHAIN_SIZE, on_move=self._on_move)
+            self.huge_class_size = self.pool.huge_class_size
+            self.comps = comps
+            self.disksize = disksize
+        self._notify_resize()
+
+    async def reset(self) -> None:
+        """``zram_reset_device``: free everything, forget secondary algorithms."""
+        if self.openers:
+            raise ZramError(errno.EBUSY, f"{self.name} image is open")
+        async with self.dev_lock.write():
+            if self.openers:
+                raise ZramError(errno.EBUSY, f"{self.name} image is open")
+            self._reset_locked()
+        self._notify_resize()
+
+    def _reset_locked(self) -> None:
+        self.limit_pages = 0
+        self.bstat.clear()
+        if self.table is not None:
+            self.table.close()
+        if self.pool is not None:
+            self.pool.close()
+        self.table = None
+        self.pool = None
+        self.disksize = 0
+        self.comps = [None] * ZRAM_MAX_COMPS
+        self.comp_algs = [DEFAULT_ALGORITHM, None, None, None]
+        self.params = [AlgoParams()] * ZRAM_MAX_COMPS
+        self.stats.clear()
+        self.reset_backing()
+
+    def reset_backing(self) -> None:
+        """Close the backing device (writeback lives in a later layer)."""
+
+    def _notify_resize(self) -> None:
+        for cb in self.on_resize:
+            cb(self)
+
+    # -------------------------------------------------------------- data path
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Read ``size`` bytes at ``offset``: short at the end of the device."""
+        if offset < 0 or size < 0:
+            raise einval("negative offset or size")
+        async with self.dev_lock.read():
+            end = min(offset + size, self.disksize)
+            if offset >= end:
+                return b""
+            table, pool = self._require_init()
+            t0 = time.perf_counter_ns()
+            self.bstat.start(t0)
+            try:
+                out = await self._read_range(table, pool, offset, end)
+            except ZramError:
+                self.stats.failed_reads += 1
+                raise
+            finally:
+                t1 = time.perf_counter_ns()
+                b = self.bstat
+                b.read_ticks += b.done(t1, t0)
+                b.read_ios += 1
+                b.read_sectors += (end - offset) >> SECTOR_SHIFT
+            return out
+
+    async def _read_range(self, table: SlotTable, pool: ZsPool, offset: int, end: int) -> bytes:
+        first = offset >> PAGE_SHIFT
+        last = (end - 1) >> PAGE_SHIFT
+        base = first << PAGE_SHIFT
+        out = bytearray((last - first + 1) << PAGE_SHIFT)
+        attr = table.attr
+        locks = table.locks
+        now = self.clock() << ACTIME_SHIFT
+        pos = 0
+        for idx in range(first, last + 1):
+            a = attr[idx]
+            if a & LOCK_MASK:
+                await locks.lock_shared(idx)
+                try:
+                    out[pos : pos + PAGE_SIZE] = await self._load_page(table, pool, idx)
+                    self._touch(attr, idx, now)
+                finally:
+                    locks.unlock_shared(idx)
+            elif a & (SIZE_MASK | SAME | WB):
+                if a & WB:
+                    await locks.lock_shared(idx)
+                    try:
+                        out[pos : pos + PAGE_SIZE] = await self._load_page(table, pool, idx)
+                    finally:
+                        locks.unlock_shared(idx)
+                else:
+                    out[pos : pos + PAGE_SIZE] = self._load_ram(table, pool, idx, a)
+                a = attr[idx]
+                attr[idx] = (a & ~(IDLE | PP_SLOT | ACTIME_MASK)) | now
+            pos += PAGE_SIZE
+        lo = offset - base
+        if lo == 0 and len(out) == end - offset:
+            return bytes(out)
+        return bytes(memoryview(out)[lo : lo + end - offset])
+
+    @staticmethod
+    def _touch(attr: memoryview, idx: int, now: int) -> None:
+        """``mark_slot_accessed``: clear IDLE/PP_SLOT, stamp ac_time (allocated only)."""
+        a = attr[idx]
+        if a & (SIZE_MASK | SAME | WB):
+            attr[idx] = (a & ~(IDLE | PP_SLOT | ACTIME_MASK)) | now
+
+    def _load_ram(self, table: SlotTable, pool: ZsPool, idx: int, a: int) -> bytes:
+        """A slot's page from RAM (caller holds the slot or knows it unlocked)."""
+        if a & SAME:
+            return table.handle[idx].to_bytes(8, "little") * PAGE_WORDS
+        size = a & SIZE_MASK
+        if not size:
+            return ZERO_PAGE
+        h = table.handle[idx]
+        if size == PAGE_SIZE:
+            return bytes(pool.read(h, PAGE_SIZE))
+        comp = self.comps[(a & PRIO_MASK) >> PRIO_SHIFT]
+        if comp is None:
+            raise ZramError(errno.EIO, f"slot {idx}: no compressor for its priority")
+        return comp.decompress(pool.read(h, size), PAGE_SIZE)
+
+    async def _load_page(self, table: SlotTable, pool: ZsPool, idx: int) -> bytes:
+        """A slot's page wherever it is; the caller holds the slot's lock."""
+        a = table.attr[idx]
+        if a & WB:
+            return await self._read_backing(idx)
+        return self._load_ram(table, pool, idx, a)
+
+    async def _read_backing(self, idx: int) -> bytes:
+        raise ZramError(errno.EIO, f"slot {idx}: written back but no backing device")
+
+    async def write(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; returns bytes written (short at the end).
+
+        Raises ENOSPC at or past the end, EIO when a page cannot be stored
+        (``mem_limit`` reached, codec failure): pages before it are stored.
+        """
+        n = len(data)
+        if offset < 0:
+            raise einval("negative offset")
+        if n == 0:
+            return 0
+        async with self.dev_lock.read():
+            if offset >= self.disksize:
+                raise ZramError(errno.ENOSPC, "write past the end of the device")
+            table, pool = self._require_init()
+            end = min(offset + n, self.disksize)
+            t0 = time.perf_counter_ns()
+            self.bstat.start(t0)
+            try:
+                await self._write_range(table, pool, offset, data[: end - offset])
+            except ZramError as e:
+                self.stats.failed_writes += 1
+                if e.errno == errno.ENOMEM:
+                    raise ZramError(errno.EIO, "mem_limit reached") from e
+                raise
+            finally:
+                t1 = time.perf_counter_ns()
+                b = self.bstat
+                b.write_ticks += b.done(t1, t0)
+                b.write_ios += 1
+                b.write_sectors += (end - offset) >> SECTOR_SHIFT
+            return end - offset
+
+    async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
+        n = len(data)
+        pos = 0
+        head = offset & (PAGE_SIZE - 1)
+        if head:
+            take = min(PAGE_SIZE - head, n)
+            await self._write_partial(table, pool, offset >> PAGE_SHIFT, head, data[:take])
+            pos = take
+        full = (n - pos) >> PAGE_SHIFT
+        if full:
+            first = (offset + pos) >> PAGE_SHIFT
+            await self._write_full(table, pool, first, data, pos, full)
+            pos += full << PAGE_SHIFT
+        if pos < n:
+            await self._write_partial(table, pool, (offset + pos) >> PAGE_SHIFT, 0, data[pos:])
+
+    async def _write_partial(
+        self, table: SlotTable, pool: ZsPool, idx: int, off: int, piece: bytes
+    ) -> None:
+        """Read-modify-write of part of one page, under the slot's write lock."""
+        locks = table.locks
+        await locks.lock(idx)
+        try:
+            page = bytearray(await self._load_page(table, pool, idx))
+            page[off : off + len(piece)] = piece
+            self._store(table, pool, idx, bytes(page), None)
+        finally:
+            locks.unlock(idx)
+
+    async def _write_full(
+        self, table: SlotTable, pool: ZsPool, first: int, data: bytes, pos: int, count: int
+    ) -> None:
+        """Store ``count`` whole pages; compression inline or on worker threads."""
+        comp = self.comps[ZRAM_PRIMARY_COMP]
+        assert comp is not None
+        stop = pos + (count << PAGE_SHIFT)
+        pages = [data[p : p + PAGE_SIZE] for p in range(pos, stop, PAGE_SIZE)]
+        locks = table.locks
+        attr = table.attr
+        if count * self._comp_cost_ns < OFFLOAD_MIN_NS:
+            # Inline: no await between lock and unlock unless the slot is held
+            # by someone who is awaiting (recompress, writeback).
+            t0 = time.perf_counter_ns()
+            for k, page in enumerate(pages):
+                idx = first + k
+                a = attr[idx]
+                if a & LOCK_MASK:
+                    await locks.lock(idx)
+                else:
+                    attr[idx] = a | WRITER
+                try:
+                    self._store(table, pool, idx, page, None)
+                finally:
+                    locks.unlock(idx)
+            self._learn_cost(time.perf_counter_ns() - t0, count)
+            return
+        # Offloaded: hold every slot of the batch (ascending order) across the
+        # await so nobody sees or changes them half-way, compress on up to two
+        # threads, then store on the trio thread.
+        locked = 0
+        try:
+            for k in range(count):
+                await locks.lock(first + k)
+                locked += 1
+            results = await self._compress_offloaded(comp, pages)
+            for k, page in enumerate(pages):
+                self._store(table, pool, first + k, page, results[k])
+        finally:
+            for k in range(locked):
+                locks.unlock(first + k)
+
+    def _learn_cost(self, elapsed_ns: int, pages: int) -> None:
+        per = elapsed_ns // pages
+        self._comp_cost_ns += (per - self._comp_cost_ns) >> _EWMA_SHIFT
+
+    async def _compress_offloaded(self, comp: Codec, pages: Sequence[bytes]) -> list[bytes | None]:
+        """Compress on worker threads; None marks same-filled pages."""
+
+        def work(chunk: Sequence[bytes]) -> tuple[list[bytes | None], int]:
+            t0 = time.perf_counter_ns()
+            out: list[bytes | None] = []
+            compress = comp.compress
+            for page in chunk:
+                w = page[:8]
+                if w == page[-8:] and w * PAGE_WORDS == page:
+                    out.append(None)
+                else:
+                    out.append(compress(page))
+            return out, time.perf_counter_ns() - t0
+
+        half = (len(pages) + 1) // 2
+        parts: list[tuple[list[bytes | None], int]] = [([], 0), ([], 0)]
+
+        async def run(slot: int, chunk: Sequence[bytes]) -> None:
+            parts[slot] = await trio.to_thread.run_sync(work, chunk)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, 0, pages[:half])
+            if half < len(pages):
+                nursery.start_soon(run, 1, pages[half:])
+        self._learn_cost(parts[0][1] + parts[1][1], len(pages))
+        return parts[0][0] + parts[1][0]
+
+    def _store(
+        self, table: SlotTable, pool: ZsPool, idx: int, page: bytes, compressed: bytes | None
+    ) -> None:
+        """``zram_write_page`` for a slot the caller holds exclusively.
+
+        ``compressed`` is the primary codec's output when the caller already
+        compressed the page (offloaded path); None means "work it out here".
+        The old content is freed only once the new one is safely allocated,
+        so a refused store (ENOMEM) leaves the slot as it was.
+        """
+        st = self.stats
+        if compressed is None:
+            word = _words_same(page)
+            if word is not None:
+                self._slot_free(table, pool, idx)
+                table.handle[idx] = word
+                table.attr[idx] |= SAME
+                st.same_pages += 1
+                st.pages_stored += 1
+                return
+            comp = self.comps[ZRAM_PRIMARY_COMP]
+            assert comp is not None
+            compressed = comp.compress(page)
+        comp_len = len(compressed)
+        huge = comp_len >= self.huge_class_size
+        if huge:
+            comp_len = PAGE_SIZE
+            compressed = page
+        handle = pool.malloc(comp_len, idx)
+        total = pool.total_pages()
+        if total > st.max_used_pages:
+            st.max_used_pages = total
+        if self.limit_pages and total > self.limit_pages:
+            pool.free(handle)
+            raise ZramError(errno.ENOMEM, "mem_limit reached")
+        pool.write(handle, compressed)
+        self._slot_free(table, pool, idx)
+        table.handle[idx] = handle
+        a = table.attr[idx] | comp_len
+        if huge:
+            a |= HUGE
+            st.huge_pages += 1
+            st.huge_pages_since += 1
+        table.attr[idx] = a
+        st.compr_data_size += comp_len
+        st.pages_stored += 1
+
+    def _slot_free(self, table: SlotTable, pool: ZsPool, idx: int) -> None:
+        """``slot_free``: release whatever the slot holds; caller holds its lock."""
+        a = table.attr[idx]
+        keep = a & LOCK_MASK
+        if not a & (SIZE_MASK | SAME | WB):
+            table.attr[idx] = keep
+            return
+        st = self.stats
+        if a & HUGE:
+            st.huge_pages -= 1
+        if a & WB:
+            self._release_backing_block(table.handle[idx])
+        elif a & SAME:
+            st.same_pages -= 1
+        else:
+            pool.free(table.handle[idx])
+            st.compr_data_size -= a & SIZE_MASK
+        st.pages_stored -= 1
+        table.handle[idx] = 0
+        table.attr[idx] = keep
+
+    def _release_backing_block(self, block: int) -> None:
+        self.stats.bd_count -= 1
+
+    async def discard(self, offset: int, length: int, *, zero_edges: bool = True) -> int:
+        """``zram_bio_discard`` (loop's PUNCH_HOLE and ZERO_RANGE).
+
+        Frees every whole page in the range, counting each in ``notify_free``.
+        The kernel leaves partial pages at the edges alone (block discard makes
+        no promise about them); a *file* that has a hole punched must read
+        zeros there, so with ``zero_edges`` the partial edges are zero-filled by
+        read-modify-write.  Returns the number of whole pages freed.
+        """
+        if offset < 0 or length < 0:
+            raise einval("negative offset or length")
+        async with self.dev_lock.read():
+            end = min(offset + length, self.disksize)
+            if offset >= end:
+                return 0
+            table, pool = self._require_init()
+            t0 = time.perf_counter_ns()
+            self.bstat.start(t0)
+            try:
+                first = (offset + PAGE_SIZE - 1) >> PAGE_SHIFT
+                last = end >> PAGE_SHIFT  # exclusive
+                if zero_edges:
+                    if offset & (PAGE_SIZE - 1):
+                        stop = min(end, (offset | (PAGE_SIZE - 1)) + 1)
+                        await self._write_partial(
+                            table, pool, offset >> PAGE_SHIFT, offset & (PAGE_SIZE - 1),
+                            bytes(stop - offset),
+                        )  # fmt: skip
+                    if end & (PAGE_SIZE - 1) and (end >> PAGE_SHIFT) >= first:
+                        await self._write_partial(
+                            table, pool, end >> PAGE_SHIFT, 0, bytes(end & (PAGE_SIZE - 1))
+                        )
+                freed = 0
+                locks = table.locks
+                for idx in range(first, last):
+                    await locks.lock(idx)
+                    try:
+                        self._slot_free(table, pool, idx)
+                    finally:
+                        locks.unlock(idx)
+                    freed += 1
+                    if not freed & 1023:
+                        await trio.lowlevel.checkpoint()
+                self.stats.notify_free += freed
+                return freed
+            finally:
+                t1 = time.perf_counter_ns()
+                b = self.bstat
+                b.discard_ticks += b.done(t1, t0)
+                b.discard_ios += 1
+                b.discard_sectors += (end - offset) >> SECTOR_SHIFT
+
+    def slot_free_notify(self, idx: int) -> bool:
+        """``zram_slot_free_notify`` (swap's hook): try-lock, else count a miss."""
+        table = self.table
+        if table is None or self.pool is None or not 0 <= idx < table.npages:
+            return False
+        if not table.locks.try_lock(idx):
+            self.stats.miss_free += 1
+            return False
+        try:
+            self._slot_free(table, self.pool, idx)
+        finally:
+            table.locks.unlock(idx)
+        self.stats.notify_free += 1
+        return True
+
+    def flush(self) -> None:
+        """fsync on the image: nothing is volatile; counted like a flush bio."""
+        self.bstat.flush_ios += 1
+
+    # ------------------------------------------------------- background work
+
+    async def mark_idle(self, cutoff: int) -> None:
+        """``mark_idle``: set IDLE on slots not accessed since ``cutoff`` (0 = all)."""
+        table, _ = self._require_init()
+        attr = table.attr
+        locks = table.locks
+        raw = table.attr.cast("B")
+        step = 512  # one 4 KiB page of the attr array at a time
+        for base in range(0, table.npages, step):
+            stop = min(base + step, table.npages)
+            if not any(raw[base * 8 : stop * 8]):
+                continue  # never-touched part of the table: nothing allocated
+            for idx in range(base, stop):
+                a = attr[idx]
+                if not a & (SIZE_MASK | SAME | WB) or a & (WB | SAME):
+                    continue
+                await locks.lock(idx)
+                try:
+                    a = attr[idx]
+                    if not cutoff or (a >> ACTIME_SHIFT) < cutoff:
+                        attr[idx] = a | IDLE
+                    else:
+                        attr[idx] = a & ~IDLE
+                finally:
+                    locks.unlock(idx)
+            await trio.lowlevel.checkpoint()
+
+    # ----------------------------------------------------- attribute: show
+
+    def show_disksize(self) -> bytes:
+        return b"%d\n" % self.disksize
+
+    def show_initstate(self) -> bytes:
+        return b"%d\n" % int(self.initialized)
+
+    def show_comp_algorithm(self) -> bytes:
+        return self._available(self.comp_algs[ZRAM_PRIMARY_COMP])
+
+    def show_recomp_algorithm(self) -> bytes:
+        out = b""
+        for prio in range(ZRAM_SECONDARY_COMP, ZRAM_MAX_COMPS):
+            alg = self.comp_algs[prio]
+            if alg is not None:
+                out += b"#%d: " % prio + self._available(alg)
+        return out
+
+    @staticmethod
+    def _available(selected: str | None) -> bytes:
+        """``zcomp_available_show``: ``lz4 [zstd] ...`` with the trailing space."""
+        parts = [f"[{n}] " if n == selected else f"{n} " for n in BACKEND_NAMES]
+        return ("".join(parts) + "\n").encode()
+
+    def show_mm_stat(self) -> bytes:
+        st = self.stats
+        pool_pages = self.total_pages()
+        fields = (
+            st.pages_stored << PAGE_SHIFT,
+            st.compr_data_size,
+            pool_pages << PAGE_SHIFT,
+            self.limit_pages << PAGE_SHIFT,
+            st.max_used_pages << PAGE_SHIFT,
+            st.same_pages,
+            self.pool.pages_compacted if self.pool is not None else 0,
+            st.huge_pages,
+            st.huge_pages_since,
+        )
+        return (" ".join(f"{v:8d}" for v in fields) + "\n").encode()
+
+    def show_io_stat(self) -> bytes:
+        st = self.stats
+        return b"%8d %8d %8d %8d\n" % (st.failed_reads, st.failed_writes, 0, st.notify_free)
+
+    def show_debug_stat(self) -> bytes:
+        return b"version: %d\n%d %8d\n" % (1, 0, self.stats.miss_free)
+
+    def show_stat(self) -> bytes:
+        return self.bstat.format()
+
+    def show_block_state(self) -> bytes:
+        """debugfs ``block_state``: one line per allocated slot."""
+        table, _ = self._require_init()
+        attr = table.attr
+        raw = attr.cast("B")
+        lines: list[str] = []
+        for base in range(0, table.npages, 512):
+            stop = min(base + 512, table.npages)
+            if not any(raw[base * 8 : stop * 8]):
+                continue
+            for idx in range(base, stop):
+                a = attr[idx]
+                if not a & (SIZE_MASK | SAME | WB):
+                    continue
+                flags = "".join(
+                    c if a & bit else "."
+                    for c, bit in (("s", SAME), ("w", WB), ("h", HUGE), ("i", IDLE),
+                                   ("r", PRIO_MASK), ("n", INCOMPRESSIBLE))
+                )  # fmt: skip
+                lines.append(f"{idx:12d} {a >> ACTIME_SHIFT:12d}.{0:06d} {flags}\n")
+        return "".join(lines).encode()
+
+    def show_classes(self) -> bytes:
+        """debugfs ``zsmalloc/<pool>/classes``."""
+        _, pool = self._require_init()
+        return pool.format_classes().encode()
+
+    # ----------------------------------------------------- attribute: store
+
+    async def store_disksize(self, buf: bytes) -> None:
+        size = kparse.parse_disksize(buf)  # EINVAL for 0 comes before EBUSY
+        await self.init_device(size)
+
+    async def store_reset(self, buf: bytes) -> None:
+        if not kparse.kstrtou16(buf):
+            raise einval("reset takes a non-zero number")
+        await self.reset()
+
+    async def store_compact(self, buf: bytes) -> None:
+        async with self.dev_lock.read():
+            _, pool = self._require_init()
+            pool.compact()
+
+    async def store_mem_limit(self, buf: bytes) -> None:
+        limit = kparse.parse_mem_limit(buf)
+        async with self.dev_lock.write():
+            self.limit_pages = kparse.page_align(limit) >> PAGE_SHIFT
+
+    async def store_mem_used_max(self, buf: bytes) -> None:
+        try:
+            val = kparse.kstrtoul(buf)
+        except ZramError:
+            val = -1
+        if val != 0:
+            raise einval("mem_used_max only accepts 0")
+        async with self.dev_lock.read():
+            if self.initialized:
+                self.stats.max_used_pages = self.total_pages()
+
+    async def store_idle(self, buf: bytes) -> None:
+        # cutoff 0 means "all"; otherwise now - age, which may be <= 0 for an
+        # age older than boot: then no slot is older and every mark is cleared
+        # (ktime_sub is signed in the kernel too).
+        cutoff = 0
+        if not kparse.sysfs_streq(buf, b"all"):
+            try:
+                age = kparse.kstrtoull(buf, 0)
+            except ZramError:
+                raise einval("idle takes 'all' or an age in seconds") from None
+            cutoff = self.clock() - age
+        async with self.dev_lock.read():
+            self._require_init()
+            await self.mark_idle(cutoff)
+
+    async def store_comp_algorithm(self, buf: bytes) -> None:
+        await self._set_algorithm(ZRAM_PRIMARY_COMP, buf)
+
+    async def _set_algorithm(self, prio: int, buf: bytes) -> None:
+        """``__comp_algorithm_store``: E2BIG, then EINVAL (unknown), then EBUSY."""
+        name = kparse.parse_algo_name(buf)
+        if name not in BACKEND_NAMES:
+            raise einval(f"unknown compression algorithm {name!r}")
+        async with self.dev_lock.write():
+            if self.initialized:
+                raise ZramError(errno.EBUSY, "cannot change algorithm of an initialized device")
+            self.comp_algs[prio] = name
+
+    async def store_recomp_algorithm(self, buf: bytes) -> None:
+        alg: bytes | None = None
+        prio = ZRAM_SECONDARY_COMP
+        for key, val in kparse.next_args(buf):
+            if not val:
+                raise einval(f"{key!r} needs a value")
+            if key == b"algo":
+                alg = val
+            elif key == b"priority":
+                prio = kparse.kstrtoint(val)
+        if alg is None:
+            raise einval("algo= is required")
+        if not ZRAM_SECONDARY_COMP <= prio < ZRAM_MAX_COMPS:
+            raise einval("priority must be 1..3")
+        await self._set_algorithm(prio, alg)
+
+    async def store_algorithm_params(self, buf: bytes) -> None:
+        prio = ZRAM_PRIMARY_COMP
+        level: int | None = None
+        winbits: int | None = None
+        algo: bytes | None = None
+        dict_path: bytes | None = None
+        for key, val in kparse.next_args(buf):
+            if not val:
+                raise einval(f"{key!r} needs a value")
+            if key == b"priority":
+                prio = kparse.kstrtoint(val)
+            elif key == b"level":
+                level = kparse.kstrtoint(val)
+            elif key == b"algo":
+                algo = val
+            elif key == b"dict":
+                dict_path = val
+            elif key == b"deflate.winbits":
+                winbits = kparse.kstrtoint(val)
+        if algo is not None:
+            name = algo.decode("utf-8", "surrogateescape")
+            prio = next((p for p, a in enumerate(self.comp_algs) if a == name), -1)
+        if not ZRAM_PRIMARY_COMP <= prio < ZRAM_MAX_COMPS:
+            raise einval("no such priority / algorithm")
+        dictionary = read_dictionary(dict_path) if dict_path is not None else None
+        # Validated when the compressor is created (next disksize write), as
+        # the kernel does; the store itself replaces this priority's params.
+        self.params[prio] = AlgoParams(level=level, dictionary=dictionary, deflate_winbits=winbits)
+
+
+def read_dictionary(path: bytes) -> bytes:
+    """Read a ``dict=`` file now: a regular file, at most `MAX_DICT_SIZE` bytes.
+
+    Opened non-blocking and checked to be a regular file before reading, so a
+    FIFO, a device or a directory cannot hang or flood the daemon: EINVAL, as
+    the kernel answers any ``kernel_read_file_from_path`` failure.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (OSError, ValueError) as e:
+        raise einval(f"dict: {e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise einval("dict: not a regular file")
+        if st.st_size > MAX_DICT_SIZE:
+            raise einval(f"dict: larger than {MAX_DICT_SIZE} bytes")
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_DICT_SIZE:
+                raise einval(f"dict: larger than {MAX_DICT_SIZE} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise einval(f"dict: {e}") from None
+    finally:
+        os.close(fd)

@@ -1,0 +1,939 @@
+"""zsmalloc in userspace: the kernel's size-class allocator, holding real bytes.
+
+This is the memory allocator behind the userspace zram device.  Its
+`ZsPool.total_pages` is what mm_stat reports as ``mem_used_total``, and the
+product promise is that the daemon's resident memory really is that number.
+So the model is not a counter simulation: every object lives in anonymous
+memory that the pool maps, faults in and gives back exactly when the kernel's
+zsmalloc would allocate or free the corresponding pages.
+
+What is mirrored from ``mm/zsmalloc.c`` (6.3+, CONFIG_ZSMALLOC_CHAIN_SIZE):
+
+* Size classes.  255 classes of ``32 + 16*i`` bytes (``ZS_MIN_ALLOC_SIZE``,
+  ``ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS``).  Each class gets the
+  zspage chain length that wastes the fewest tail bytes
+  (`calculate_zspage_chain_size`), and, walking from the largest class down,
+  a class whose ``(pages_per_zspage, objs_per_zspage)`` equals the previously
+  created one is merged into it: the objects then use the larger slot, but
+  pages are shared.  Classes with one object in one page are "huge"
+  (incompressible pages live there) and have no room for a header.
+* ``zs_malloc``: the caller's size plus ``ZS_HANDLE_SIZE`` picks the class;
+  the zspage is the most recently inserted one of the fullest non-full
+  fullness group (``find_get_zspage``), else a new zspage.  Zspages move
+  between the twelve fullness groups (0%, 10%...90%, 99%, 100%) exactly when
+  ``get_fullness_group`` changes, and an empty zspage is freed at once.
+* Objects: the first 8 bytes of a non-huge object are its header.  The kernel
+  stores the handle there with ``OBJ_ALLOCATED_TAG``; we store the caller's
+  *owner* (the zram slot index) as ``owner << 1 | 1``.  A free object's
+  header is the ``link_free`` of the per-zspage LIFO free list with the tag
+  bit clear.  Huge objects keep the owner in per-zspage metadata, as the
+  kernel keeps the handle in ``page->index``.
+* ``zs_compact`` / ``__zs_compact``: classes from largest to smallest, the
+  sparsest zspage migrates into the fullest ones until ``zs_can_compact``
+  says no whole zspage can be gained; freed pages add to ``pages_compacted``.
+* The debugfs ``classes`` table (`ZsPool.format_classes`).
+
+Where the bytes live: per class, an arena of anonymous private ``mmap``
+segments of 2-4 MiB, each a power-of-two number of zspages (so zspages never
+straddle segments and slot -> segment is a shift).  A zspage is
+``pages_per_zspage`` contiguous pages of a segment, so objects may straddle
+page boundaries freely (the kernel needs ``__zs_map_object``'s bounce buffer
+for that; a contiguous mapping does not).  Allocating a zspage makes all of
+its pages resident at once (``MADV_POPULATE_WRITE``, or one write per page on
+kernels before 5.14), as the kernel's ``alloc_page()`` calls do; freeing it
+``madvise(MADV_DONTNEED)``s its range, so the pages go back to the system and
+come back zero-filled.  Free zspage slots are reused lowest-first (a heap),
+keeping the arena dense; a segment that becomes completely empty is unmapped,
+except that one empty segment per class is kept mapped (it holds no resident
+pages) so a class oscillating around a segment boundary does not pay an
+mmap/munmap pair per zspage.
+
+Per-object state is only the object's own bytes.  Per-zspage state is a few
+list slots (inuse count, free-list head, huge owner) and a dict entry in its
+fullness group while partially used: ~50 bytes per zspage of >= 4 KiB, about
+1 % (the kernel's ``struct zspage`` is likewise outside ``pages_allocated``).
+
+Handles are opaque nonzero ints < 2**63 that encode the location, so decoding
+is O(1) arithmetic::
+
+    bit  0       tag (always 1, like OBJ_ALLOCATED_TAG)
+    bits 1..22   byte offset of the object's *data* within its segment
+    bits 23..62  pool-wide segment number
+
+A read is then one shift, one mask and one slice; the class, zspage slot and
+object index that malloc/free need follow from the segment's table entry and
+one division (``offset // zspage_bytes``).  The kernel's handle encodes
+``<PFN, obj_idx>`` for the same reason: no lookup structure per object.
+
+Because compaction moves objects, the pool calls ``on_move(owner, new_handle)``
+for every moved object (the kernel instead rewrites the handle's indirection
+word; our handles *are* the location, so the owner must be told).
+
+The pool is single-threaded (trio runs the device core on one thread); it
+takes no locks.  Views returned by `ZsPool.read` point into the arena and are
+valid only until the next malloc/free/compact/close.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import mmap
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zramfs.errors import ZramError
+
+__all__ = [
+    "PAGE_SIZE",
+    "PAGE_SHIFT",
+    "ZS_HANDLE_SIZE",
+    "ZS_MIN_ALLOC_SIZE",
+    "ZS_MAX_ALLOC_SIZE",
+    "ZS_SIZE_CLASS_DELTA",
+    "ZS_SIZE_CLASSES",
+    "DEFAULT_CHAIN_SIZE",
+    "MIN_CHAIN_SIZE",
+    "MAX_CHAIN_SIZE",
+    "OWNER_MAX",
+    "SizeClass",
+    "ClassStat",
+    "ZsPool",
+    "calculate_zspage_chain_size",
+    "get_size_class_index",
+    "get_fullness_group",
+    "build_size_classes",
+    "huge_class_size_for",
+]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+#: ``sizeof(unsigned long)``: zs_malloc() adds it to every request before the
+#: class lookup, because the object header keeps the handle (here: the owner).
+ZS_HANDLE_SIZE = 8
+#: ``MAX(32, ZS_MAX_PAGES_PER_ZSPAGE << PAGE_SHIFT >> OBJ_INDEX_BITS)`` is 32
+#: on every 64-bit configuration.
+ZS_MIN_ALLOC_SIZE = 32
+ZS_MAX_ALLOC_SIZE = PAGE_SIZE
+CLASS_BITS = 8
+ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS  # 16
+ZS_SIZE_CLASSES = -(-(ZS_MAX_ALLOC_SIZE - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA) + 1  # 255
+
+#: CONFIG_ZSMALLOC_CHAIN_SIZE: default 8, Kconfig range 4..16.
+DEFAULT_CHAIN_SIZE = 8
+MIN_CHAIN_SIZE = 4
+MAX_CHAIN_SIZE = 16
+
+# enum fullness_group
+ZS_INUSE_RATIO_0 = 0
+ZS_INUSE_RATIO_10 = 1
+ZS_INUSE_RATIO_99 = 10
+ZS_INUSE_RATIO_100 = 11
+NR_FULLNESS_GROUPS = 12
+
+#: Owners are stored as ``owner << 1 | 1`` in a u64 header.
+OWNER_MAX = (1 << 63) - 1
+
+# Handle layout (see module docstring).
+_H_OFF_BITS = 22
+_H_OFF_MASK = (1 << _H_OFF_BITS) - 1
+_H_SEG_SHIFT = 1 + _H_OFF_BITS
+_H_SEG_LIMIT = 1 << (63 - _H_SEG_SHIFT)
+# Offsets are multiples of 8 (class sizes of 16, header of 8), so
+# ``handle >> 4`` is the data's u64-word offset.
+_H_WORD_MASK = _H_OFF_MASK >> 3
+
+# Arena segments: 2 MiB <= segment < 4 MiB, a power-of-two number of zspages
+# (so offsets fit the handle's 22 bits).
+_SEGMENT_MIN_BYTES = 2 << 20
+
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+_MADV_DONTNEED = mmap.MADV_DONTNEED
+_MADV_NOHUGEPAGE: int | None = getattr(mmap, "MADV_NOHUGEPAGE", None)
+# MADV_POPULATE_WRITE (Linux 5.14; the mmap module has no constant for it yet).
+_MADV_POPULATE_WRITE: int = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+_populate_write = True  # cleared on the first EINVAL (older kernel)
+# A stand-in for an unmapped segment: any access through a stale handle fails
+# (writes: read-only; header probes: IndexError) instead of touching memory.
+_NO_SEGMENT = memoryview(b"")
+_NO_WORDS = _NO_SEGMENT.cast("Q")
+
+
+# ---------------------------------------------------------------------------
+# The class table (zs_create_pool)
+# ---------------------------------------------------------------------------
+
+
+def calculate_zspage_chain_size(class_size: int, chain_size: int = DEFAULT_CHAIN_SIZE) -> int:
+    """Pages per zspage for ``class_size``: the chain length wasting least.
+
+    Mirrors the kernel: a power-of-two size tiles a page exactly, so one page;
+    otherwise the ``i`` in ``1..chain_size`` minimising the tail waste
+    ``(i * PAGE_SIZE) % class_size``, the first (shortest) minimum winning
+    because the kernel compares with a strict ``<``.  (Before 6.3 the kernel
+    maximised the *used percentage* instead; for chain 4 both agree.)
+    """
+    if class_size & (class_size - 1) == 0:
+        return 1
+    best = 1
+    min_waste = 1 << 62
+    for i in range(1, chain_size + 1):
+        waste = (i * PAGE_SIZE) % class_size
+        if waste < min_waste:
+            min_waste = waste
+            best = i
+    return best
+
+
+def get_size_class_index(size: int) -> int:
+    """The kernel's ``get_size_class_index`` (``size`` includes the handle)."""
+    idx = 0
+    if size > ZS_MIN_ALLOC_SIZE:
+        idx = -(-(size - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA)
+    return min(ZS_SIZE_CLASSES - 1, idx)
+
+
+def get_fullness_group(inuse: int, objs_per_zspage: int) -> int:
+    """``get_fullness_group``: 0 empty, 11 full, else ``100*inuse//objs//10 + 1``.
+
+    The ``+ 1`` is the kernel's fix for integer division: one object out of
+    127 is a ratio of 0 but belongs in the 10% group, not the empty one.
+    """
+    if inuse == 0:
+        return ZS_INUSE_RATIO_0
+    if inuse == objs_per_zspage:
+        return ZS_INUSE_RATIO_100
+    return (100 * inuse // objs_per_zspage) // 10 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SizeClass:
+    """One *distinct* size class (``struct size_class``) after merging.
+
+    ``index`` is the kernel's ``class->index``: the largest class index that
+    maps here, because merged classes point at the previously created,
+    larger one.  ``size`` is that class's slot size.
+    """
+
+    index: int
+    size: int
+    pages_per_zspage: int
+    objs_per_zspage: int
+
+    @property
+    def huge(self) -> bool:
+        """One object per one-page zspage: no room for a header."""
+        return self.pages_per_zspage == 1 and self.objs_per_zspage == 1
+
+
+def build_size_classes(
+    chain_size: int = DEFAULT_CHAIN_SIZE,
+) -> tuple[tuple[SizeClass, ...], tuple[int, ...], int]:
+    """Port of ``zs_create_pool``'s class loop.
+
+    Returns ``(classes, class_of_index, huge_class_size)``: the distinct classes
+    in ascending index order, for each of the 255 class indexes the index of the
+    distinct class it was merged into, and ``zs_huge_class_size()``.
+
+    The walk goes from the largest class down so that a merged class always
+    points to a *larger* slot (objects must fit).  ``huge_class_size`` is taken
+    from the first class met that has both more than one page and more than one
+    object per zspage (the kernel's condition is ``&&``, as here), minus
+    ``ZS_HANDLE_SIZE - 1``: zs_malloc() adds the handle size before the class
+    lookup, so a request that small may still land in a huge class, and zram
+    compares its compressed length against this threshold.
+    """
+    if not MIN_CHAIN_SIZE <= chain_size <= MAX_CHAIN_SIZE:
+        raise ValueError(f"chain_size must be {MIN_CHAIN_SIZE}..{MAX_CHAIN_SIZE}")
+    classes: list[SizeClass] = []
+    class_of_index = [0] * ZS_SIZE_CLASSES
+    huge_class_size = 0
+    prev: SizeClass | None = None
+    for i in range(ZS_SIZE_CLASSES - 1, -1, -1):
+        size = min(ZS_MIN_ALLOC_SIZE + i * ZS_SIZE_CLASS_DELTA, ZS_MAX_ALLOC_SIZE)
+        ppz = calculate_zspage_chain_size(size, chain_size)
+        objs = ppz * PAGE_SIZE // size
+        if ppz != 1 and objs != 1 and not huge_class_size:
+            huge_class_size = size - (ZS_HANDLE_SIZE - 1)
+        if prev is not None and prev.pages_per_zspage == ppz and prev.objs_per_zspage == objs:
+            class_of_index[i] = prev.index
+            continue
+        prev = SizeClass(i, size, ppz, objs)
+        classes.append(prev)
+        class_of_index[i] = i
+    classes.reverse()
+    return tuple(classes), tuple(class_of_index), huge_class_size
+
+
+def huge_class_size_for(chain_size: int = DEFAULT_CHAIN_SIZE) -> int:
+    """``zs_huge_class_size()``: 3257 / 3625 / 3833 for chain 4 / 8 / 16.
+
+    zram stores a page whose compressed length is ``>=`` this raw (huge).
+    """
+    return build_size_classes(chain_size)[2]
+
+
+# ---------------------------------------------------------------------------
+# Statistics rows (debugfs zsmalloc/<pool>/classes)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStat:
+    """One row of ``/sys/kernel/debug/zsmalloc/<pool>/classes``.
+
+    ``fullness`` holds the zspage counts of the groups 10%, 20%, ... 90%, 99%,
+    100% (eleven columns, ``ZS_INUSE_RATIO_10..ZS_INUSE_RATIO_100``).
+    ``pages_used`` is computed as the kernel does,
+    ``obj_allocated / objs_per_zspage * pages_per_zspage``; ``freeable`` is
+    ``zs_can_compact()``.
+    """
+
+    index: int
+    size: int
+    fullness: tuple[int, ...]
+    obj_allocated: int
+    obj_used: int
+    pages_used: int
+    pages_per_zspage: int
+    objs_per_zspage: int
+    freeable: int
+
+
+# seq_printf(" %5s %5s %9s x11 %13s %10s %10s %16s %8s\n", ...) of the header.
+_CLASSES_HEADER = (
+    f" {'class':>5} {'size':>5} "
+    + "".join(f"{h:>9} " for h in ("10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%",
+                                   "90%", "99%", "100%"))
+    + f"{'obj_allocated':>13} {'obj_used':>10} {'pages_used':>10} "
+    + f"{'pages_per_zspage':>16} {'freeable':>8}\n"
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# The pool
+# ---------------------------------------------------------------------------
+
+
+class _Class:
+    """Runtime state of one distinct size class: its arena and zspage lists.
+
+    Zspages are identified by their *slot* in the class's arena: slot ``s``
+    is zspage ``s & smask`` of the class's segment ``s >> shift``.  Per-slot
+    lists:
+
+    ``inuse``    objects allocated in the zspage (0 = slot not in use)
+    ``freeobj``  head of the zspage's free-object list (``zspage->freeobj``),
+                 as the object's u64-word offset in its segment rather than
+                 an index, so no multiplication is needed to reach it
+    ``howner``   owner of the single object of a huge zspage (``page->index``)
+
+    ``groups[g]`` is fullness group ``g`` as an insertion-ordered dict of slots
+    (the kernel's ``fullness_list[g]``; ``list_add`` puts new zspages first, so
+    the *last* dict entry is the kernel's ``list_first_entry``, and
+    ``popitem()`` takes it in O(1)).  Groups 0% and 100% are never stored:
+    empty zspages are freed at once and full ones are never looked up, so
+    their count is derived.  Bit ``g`` of ``mask`` says whether ``groups[g]``
+    is non-empty, making "fullest non-full group" a ``bit_length()``.
+    """
+
+    __slots__ = (
+        "spec", "index", "size", "ppz", "objs", "huge", "cap", "hdr", "wsize",
+        "whdr", "zbytes", "zwords",
+        "shift", "smask", "seg_bytes", "fg", "groups", "mask", "inuse",
+        "freeobj", "howner", "segs", "qvs", "gseg", "hbase", "seg_live",
+        "free_slots", "spare", "nzspages", "allocated", "used",
+    )  # fmt: skip
+
+    def __init__(self, spec: SizeClass) -> None:
+        self.spec = spec
+        self.index = spec.index
+        self.size = spec.size
+        self.ppz = spec.pages_per_zspage
+        self.objs = spec.objs_per_zspage
+        self.huge = spec.huge
+        # Huge objects have no header, so the whole slot is data.
+        self.hdr = 0 if self.huge else ZS_HANDLE_SIZE
+        self.cap = self.size - self.hdr
+        self.wsize = self.size >> 3  # class sizes are multiples of 16
+        self.whdr = self.hdr >> 3
+        self.zbytes = self.ppz * PAGE_SIZE
+        self.zwords = self.zbytes >> 3
+        shift = 0
+        while (self.zbytes << shift) < _SEGMENT_MIN_BYTES:
+            shift += 1
+        self.shift = shift
+        self.smask = (1 << shift) - 1
+        self.seg_bytes = self.zbytes << shift
+        assert self.seg_bytes <= _H_OFF_MASK + 1
+        self.fg = [get_fullness_group(n, self.objs) for n in range(self.objs + 1)]
+        self.reset()
+
+    def reset(self) -> None:
+        self.groups: list[dict[int, None]] = [{} for _ in range(NR_FULLNESS_GROUPS)]
+        self.mask = 0
+        self.inuse: list[int] = []
+        self.freeobj: list[int] = []
+        self.howner: list[int] = []
+        self.segs: list[mmap.mmap | None] = []
+        self.qvs: list[memoryview] = []  # segments as u64 words (headers)
+        self.gseg: list[int] = []  # class segment -> pool-wide segment number
+        # class segment -> handle of offset 0 (segment number, header, tag);
+        # a handle is hbase[si] + 2 * object_offset.
+        self.hbase: list[int] = []
+        self.seg_live: list[int] = []
+        self.free_slots: list[int] = []
+        self.spare = -1
+        self.nzspages = 0
+        self.allocated = 0  # ZS_OBJS_ALLOCATED
+        self.used = 0  # ZS_OBJS_INUSE
+
+
+class ZsPool:
+    """A zsmalloc pool whose objects live in real, accounted memory.
+
+    ``chain_size`` is CONFIG_ZSMALLOC_CHAIN_SIZE (4..16).  ``on_move(owner,
+    new_handle)`` is called for every object `compact` relocates, after the
+    object is readable at ``new_handle``; it must not malloc/free/compact.
+
+    Handles must come from this pool: ``free`` and ``owner`` detect stale and
+    double-freed handles (the header's tag bit), ``read``/``write`` trust them.
+    """
+
+    def __init__(
+        self,
+        chain_size: int = DEFAULT_CHAIN_SIZE,
+        on_move: Callable[[int, int], None] | None = None,
+    ) -> None:
+        specs, class_of_index, huge = build_size_classes(chain_size)
+        self.chain_size = chain_size
+        self.on_move = on_move
+        #: zs_huge_class_size(): zram stores compressed lengths >= this raw.
+        self.huge_class_size: int = huge
+        #: Cumulative pages freed by compaction (mm_stat column 7).
+        self.pages_compacted: int = 0
+        #: The distinct classes, ascending.
+        self.specs: tuple[SizeClass, ...] = specs
+        self._classes = [_Class(s) for s in specs]
+        by_index = {c.index: c for c in self._classes}
+        # request size (1..4096, without the handle) -> distinct class
+        self._by_size = [
+            by_index[class_of_index[get_size_class_index(max(n, 1) + ZS_HANDLE_SIZE)]]
+            for n in range(ZS_MAX_ALLOC_SIZE + 1)
+        ]
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._pages = 0
+        # Pool-wide segment table, indexed by the handle's segment number:
+        # the byte view (read/write), (class, first slot, u64-word view) for
+        # free/owner, and the data capacity of the class's objects (write's
+        # bound check).
+        self._mvs: list[memoryview] = []
+        self._seg_info: list[tuple[_Class, int, memoryview]] = []
+        self._seg_cap: list[int] = []
+
+    # -- lookups -----------------------------------------------------------
+
+    def size_class(self, size: int) -> SizeClass:
+        """The distinct class a ``malloc(size)`` lands in."""
+        if not 0 < size <= ZS_MAX_ALLOC_SIZE:
+            raise ValueError(f"size {size} out of 1..{ZS_MAX_ALLOC_SIZE}")
+        return self._by_size[size].spec
+
+    # -- hot path ------------------------------------------------------------
+
+    def malloc(self, size: int, owner: int) -> int:
+        """``zs_malloc(size)`` for the object of ``owner``; returns its handle.
+
+        Raises `ZramError` EINVAL for size 0 and ENOSPC above PAGE_SIZE (the
+        kernel's ERR_PTRs), ENOMEM if the arena cannot grow; ValueError for an
+        owner outside ``0..OWNER_MAX``.
+        """
+        # One test for 1 <= size <= 4096 and 0 <= owner < 2**63.
+        if (size - 1) >> PAGE_SHIFT or owner >> 63:
+            self._bad_malloc(size, owner)
+        c = self._by_size[size]
+        m = c.mask
+        if m:
+            # find_get_zspage(): first entry of the fullest non-full group.
+            g = m.bit_length() - 1
+            d = c.groups[g]
+            s, _ = d.popitem()
+        else:
+            s = self._alloc_zspage(c)
+            g = 0
+            d = c.groups[0]
+        inuse = c.inuse
+        n = inuse[s] + 1
+        inuse[s] = n
+        fo = c.freeobj
+        w = fo[s]
+        si = s >> c.shift
+        if c.huge:
+            c.howner[s] = owner
+        else:
+            # obj_malloc(): pop the zspage's free list, stamp the header.
+            q = c.qvs[si]
+            link = q[w]
+            # A zero header is the untouched tail of init_zspage()'s chain.
+            fo[s] = (link >> 1) - 1 if link else w + c.wsize
+            q[w] = (owner << 1) | 1
+        c.used += 1
+        # fix_fullness_group()
+        ng = c.fg[n]
+        if ng == g:
+            d[s] = None  # popped from the tail, back to the tail: same position
+        else:
+            if g and not d:
+                m ^= 1 << g
+            if ng != ZS_INUSE_RATIO_100:
+                c.groups[ng][s] = None
+                m |= 1 << ng
+            c.mask = m
+        return c.hbase[si] + (w << 4)
+
+    @staticmethod
+    def _bad_malloc(size: int, owner: int) -> None:
+        if size <= 0:
+            raise ZramError(errno.EINVAL, f"zs_malloc({size})")
+        if size > ZS_MAX_ALLOC_SIZE:
+            raise ZramError(errno.ENOSPC, f"zs_malloc({size})")
+        raise ValueError(f"owner {owner} out of 0..{OWNER_MAX}")
+
+    def write(self, handle: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into the object (after its header)."""
+        seg = handle >> _H_SEG_SHIFT
+        n = len(data)
+        if n > self._seg_cap[seg]:
+            raise ValueError(f"{n} bytes do not fit the object's size class")
+        off = (handle >> 1) & _H_OFF_MASK
+        try:
+            self._mvs[seg][off : off + n] = data
+        except (ValueError, TypeError):
+            # A memoryview of another format: len() counted items, not bytes.
+            if not isinstance(data, memoryview) or data.format == "B":
+                raise
+            self.write(handle, data.cast("B"))
+
+    def store(self, data: bytes | bytearray | memoryview, owner: int) -> int:
+        """``malloc(len(data), owner)`` + ``write``; returns the handle."""
+        handle = self.malloc(len(data), owner)
+        off = (handle >> 1) & _H_OFF_MASK
+        try:
+            self._mvs[handle >> _H_SEG_SHIFT][off : off + len(data)] = data
+        except (ValueError, TypeError):
+            self.free(handle)
+            if not isinstance(data, memoryview):
+                raise
+            return self.store(data.cast("B"), owner)
+        return handle
+
+    def read(self, handle: int, size: int) -> memoryview:
+        """Zero-copy view of the object's first ``size`` data bytes.
+
+        ``size`` must not exceed the size given to malloc (it is not checked:
+        this is the per-page read path).  The view is valid only until the
+        next malloc/free/compact/close (compaction moves objects, close unmaps
+        them): copy it before any ``await``.
+        """
+        off = (handle >> 1) & _H_OFF_MASK
+        return self._mvs[handle >> _H_SEG_SHIFT][off : off + size]
+
+    def free(self, handle: int) -> None:
+        """``zs_free``: release the object; an emptied zspage is freed at once."""
+        try:
+            c, slot0, q = self._seg_info[handle >> _H_SEG_SHIFT]
+        except IndexError:
+            raise ValueError(f"invalid handle {handle:#x}") from None
+        w = ((handle >> 4) & _H_WORD_MASK) - c.whdr
+        s = slot0 + w // c.zwords
+        inuse = c.inuse
+        n = inuse[s]
+        if c.huge:
+            if not n or handle & 15 != 1 or w % c.zwords:
+                raise ValueError(f"invalid or stale handle {handle:#x}")
+        else:
+            try:
+                tag = q[w] & 1
+            except IndexError:
+                tag = 0
+            if not tag or handle & 15 != 1:
+                raise ValueError(f"invalid or stale handle {handle:#x}")
+        c.used -= 1
+        g = c.fg[n]
+        n -= 1
+        if not n:
+            # fix_fullness_group() -> ZS_INUSE_RATIO_0 -> free_zspage()
+            if g != ZS_INUSE_RATIO_100:
+                d = c.groups[g]
+                del d[s]
+                if not d:
+                    c.mask ^= 1 << g
+            inuse[s] = 0
+            self._free_zspage(c, s)
+            return
+        inuse[s] = n
+        # obj_free(): push onto the zspage's free list (tag bit clear).
+        fo = c.freeobj
+        q[w] = (fo[s] + 1) << 1
+        fo[s] = w
+        ng = c.fg[n]
+        if ng != g:
+            groups = c.groups
+            m = c.mask
+            if g != ZS_INUSE_RATIO_100:
+                d = groups[g]
+                del d[s]
+                if not d:
+                    m ^= 1 << g
+            groups[ng][s] = None
+            c.mask = m | (1 << ng)
+
+    def owner(self, handle: int) -> int:
+        """The owner recorded with the object (header, or zspage for huge)."""
+        try:
+            c, slot0, q = self._seg_info[handle >> _H_SEG_SHIFT]
+        except IndexError:
+            raise ValueError(f"invalid handle {handle:#x}") from None
+        w = ((handle >> 4) & _H_WORD_MASK) - c.whdr
+        if c.huge:
+            s = slot0 + w // c.zwords
+            if not c.inuse[s]:
+                raise ValueError(f"invalid or stale handle {handle:#x}")
+            return c.howner[s]
+        try:
+            hdr: int = q[w]
+        except IndexError:
+            hdr = 0
+        if not hdr & 1:
+            raise ValueError(f"invalid or stale handle {handle:#x}")
+        return hdr >> 1
+
+    # -- zspages and segments ------------------------------------------------
+
+    def _alloc_zspage(self, c: _Class) -> int:
+        """``alloc_zspage``: the lowest free slot of the arena, pages faulted in.
+
+        The kernel allocates ``pages_per_zspage`` pages here; we make them all
+        resident now, so RSS tracks pages_allocated even for a barely used
+        zspage (a header write would only fault in the first page).
+        """
+        global _populate_write
+        heap = c.free_slots
+        if not heap:
+            self._grow(c)
+        s = _heappop(heap)
+        si = s >> c.shift
+        mm = c.segs[si]
+        base = (s & c.smask) * c.zbytes
+        try:
+            if mm is None:
+                mm = self._map_segment(c, si)
+            if c.ppz > 1 and _populate_write:
+                # One syscall instead of one fault per page (Linux 5.14+).
+                try:
+                    mm.madvise(_MADV_POPULATE_WRITE, base, c.zbytes)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        mm.madvise(_MADV_DONTNEED, base, c.zbytes)
+                        raise ZramError(errno.ENOMEM, f"zspage allocation: {e}") from e
+                    _populate_write = False
+            if c.ppz == 1 or not _populate_write:
+                for p in range(base, base + c.zbytes, PAGE_SIZE):
+                    mm[p] = 0
+        except BaseException:
+            _heappush(heap, s)
+            raise
+        c.seg_live[si] += 1
+        if c.spare == si:
+            c.spare = -1
+        c.freeobj[s] = base >> 3  # init_zspage(): freeobj = object 0, chain 0 -> 1 -> 2 ...
+        c.nzspages += 1
+        c.allocated += c.objs
+        self._pages += c.ppz
+        return s
+
+    def _free_zspage(self, c: _Class, s: int) -> None:
+        """``__free_zspage``: return the pages to the system (they read as zeros)."""
+        si = s >> c.shift
+        mm = c.segs[si]
+        assert mm is not None
+        mm.madvise(_MADV_DONTNEED, (s & c.smask) * c.zbytes, c.zbytes)
+        _heappush(c.free_slots, s)
+        c.nzspages -= 1
+        c.allocated -= c.objs
+        self._pages -= c.ppz
+        live = c.seg_live[si] - 1
+        c.seg_live[si] = live
+        if not live:
+            # Keep the lowest empty segment as the spare (lowest slots are
+            # reused first), unmap any other.
+            spare = c.spare
+            if spare < 0:
+                c.spare = si
+            else:
+                c.spare = min(spare, si)
+                self._unmap_segment(c, max(spare, si))
+
+    def _grow(self, c: _Class) -> None:
+        """Extend the class's slot space by one (not yet mapped) segment."""
+        gs = len(self._mvs)
+        if gs >= _H_SEG_LIMIT:
+            raise ZramError(errno.ENOMEM, "zsmalloc segment numbers exhausted")
+        si = len(c.segs)
+        per = 1 << c.shift
+        first = si << c.shift
+        c.segs.append(None)
+        c.qvs.append(_NO_WORDS)
+        c.gseg.append(gs)
+        c.hbase.append((gs << _H_SEG_SHIFT) + (c.hdr << 1) + 1)
+        c.seg_live.append(0)
+        self._mvs.append(_NO_SEGMENT)
+        self._seg_info.append((c, first, _NO_WORDS))
+        self._seg_cap.append(c.cap)
+        zeros = [0] * per
+        c.inuse.extend(zeros)
+        c.freeobj.extend(zeros)
+        if c.huge:
+            c.howner.extend(zeros)
+        # The heap is empty when we grow, and a sorted list is a valid heap.
+        c.free_slots.extend(range(first, first + per))
+
+    def _map_segment(self, c: _Class, si: int) -> mmap.mmap:
+        # MAP_PRIVATE matters: a shared anonymous mapping is shmem, and
+        # MADV_DONTNEED would not give its pages back.
+        try:
+            mm = mmap.mmap(
+                -1,
+                c.seg_bytes,
+                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+        except OSError as e:
+            raise ZramError(errno.ENOMEM, f"zsmalloc arena mmap failed: {e}") from e
+        if _MADV_NOHUGEPAGE is not None:
+            # With THP "always", one touched byte would make 2 MiB resident
+            # and DONTNEED of a 4 KiB range would only split the huge page.
+            try:
+                mm.madvise(_MADV_NOHUGEPAGE)
+            except OSError:
+                pass
+        c.segs[si] = mm
+        mv = memoryview(mm)
+        self._set_views(c, si, mv, mv.cast("Q"))
+        return mm
+
+    def _set_views(self, c: _Class, si: int, mv: memoryview, q: memoryview) -> None:
+        c.qvs[si] = q
+        gs = c.gseg[si]
+        self._mvs[gs] = mv
+        self._seg_info[gs] = (c, si << c.shift, q)
+
+    def _unmap_segment(self, c: _Class, si: int) -> None:
+        mm = c.segs[si]
+        mv = self._mvs[c.gseg[si]]
+        q = c.qvs[si]
+        c.segs[si] = None
+        self._set_views(c, si, _NO_SEGMENT, _NO_WORDS)
+        if q is not _NO_WORDS:
+            q.release()
+        if mv is not _NO_SEGMENT:
+            mv.release()
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                # A read() view is still alive somewhere; the mapping goes away
+                # when it is dropped.  Its pages were already DONTNEED'd.
+                pass
+
+    def mapped_bytes(self) -> int:
+        """Virtual size of all mapped arena segments (resident or not)."""
+        return sum(c.seg_bytes for c in self._classes for mm in c.segs if mm is not None)
+
+    # -- compaction ----------------------------------------------------------
+
+    def compact(self) -> int:
+        """``zs_compact``: compact every class, largest first; pages freed now.
+
+        Merged classes are one `_Class` object, so each is visited once, as
+        the kernel's ``class->index != i`` skip does.
+        """
+        freed = 0
+        for c in reversed(self._classes):
+            freed += self._compact_class(c)
+        self.pages_compacted += freed
+        return freed
+
+    @staticmethod
+    def _can_compact(c: _Class) -> int:
+        """``zs_can_compact``: whole zspages' worth of free objects, in pages."""
+        if c.allocated <= c.used:
+            return 0
+        return (c.allocated - c.used) // c.objs * c.ppz
+
+    @staticmethod
+    def _isolate(c: _Class, sparsest: bool) -> int:
+        """``isolate_src_zspage`` (sparsest) / ``isolate_dst_zspage`` (fullest).
+
+        Takes the group's first entry (our last) off its list; -1 if none.
+        """
+        m = c.mask
+        if not m:
+            return -1
+        g = (m & -m).bit_length() - 1 if sparsest else m.bit_length() - 1
+        d = c.groups[g]
+        s, _ = d.popitem()
+        if not d:
+            c.mask = m ^ (1 << g)
+        return s
+
+    @staticmethod
+    def _putback(c: _Class, s: int) -> int:
+        """``putback_zspage``: insert into the group its inuse now says."""
+        g = c.fg[c.inuse[s]]
+        if ZS_INUSE_RATIO_0 < g < ZS_INUSE_RATIO_100:
+            c.groups[g][s] = None
+            c.mask |= 1 << g
+        return g
+
+    def _compact_class(self, c: _Class) -> int:
+        """``__zs_compact`` for one class.
+
+        dst is isolated from the fullest groups and kept until it is full;
+        each round isolates the sparsest zspage as src and migrates it.  The
+        loop runs only while ``zs_can_compact`` promises a whole zspage.
+        """
+        freed = 0
+        dst = -1
+        while self._can_compact(c):
+            if dst < 0:
+                dst = self._isolate(c, sparsest=False)
+                if dst < 0:
+                    break
+            src = self._isolate(c, sparsest=True)
+            if src < 0:
+                break
+            self._migrate(c, src, dst)
+            if self._putback(c, src) == ZS_INUSE_RATIO_0:
+                self._free_zspage(c, src)
+                freed += c.ppz
+            if c.inuse[dst] == c.objs:
+                self._putback(c, dst)
+                dst = -1
+        if dst >= 0:
+            self._putback(c, dst)
+        return freed
+
+    def _migrate(self, c: _Class, src: int, dst: int) -> None:
+        """``migrate_zspage``: move src's objects, lowest index first, into dst.
+
+        Stops when dst is full or src is empty.  Each move is obj_malloc() on
+        dst, a copy of the whole slot (header included), obj_free() on src,
+        then ``on_move`` so the owner learns the new handle.  Never called for
+        huge classes: all their zspages are full, so zs_can_compact() is 0.
+        """
+        wsize = c.wsize
+        objs = c.objs
+        inuse = c.inuse
+        fo = c.freeobj
+        sq = c.qvs[src >> c.shift]
+        dq = c.qvs[dst >> c.shift]
+        sbase = (src & c.smask) * c.zwords
+        dhbase = c.hbase[dst >> c.shift]
+        on_move = self.on_move
+        for sw in range(sbase, sbase + objs * wsize, wsize):
+            hdr = sq[sw]
+            if not hdr & 1:
+                continue
+            dw = fo[dst]
+            link = dq[dw]
+            fo[dst] = (link >> 1) - 1 if link else dw + wsize
+            dq[dw : dw + wsize] = sq[sw : sw + wsize]
+            inuse[dst] += 1
+            sq[sw] = (fo[src] + 1) << 1
+            fo[src] = sw
+            inuse[src] -= 1
+            if on_move is not None:
+                on_move(hdr >> 1, dhbase + (dw << 4))
+            if inuse[dst] == objs or not inuse[src]:
+                break
+
+    # -- accounting ------------------------------------------------------------
+
+    def total_pages(self) -> int:
+        """``zs_get_total_pages``: pages of all live zspages (mem_used_total)."""
+        return self._pages
+
+    def class_stats(self) -> list[ClassStat]:
+        """Rows of the debugfs ``classes`` table, distinct classes only."""
+        rows = []
+        for c in self._classes:
+            partial = tuple(len(c.groups[g]) for g in range(ZS_INUSE_RATIO_10, ZS_INUSE_RATIO_100))
+            full = c.nzspages - sum(partial)
+            rows.append(
+                ClassStat(
+                    index=c.index,
+                    size=c.size,
+                    fullness=(*partial, full),
+                    obj_allocated=c.allocated,
+                    obj_used=c.used,
+                    pages_used=c.allocated // c.objs * c.ppz,
+                    pages_per_zspage=c.ppz,
+                    objs_per_zspage=c.objs,
+                    freeable=self._can_compact(c),
+                )
+            )
+        return rows
+
+    def format_classes(self) -> str:
+        """The text of ``zs_stats_size_show`` (6.3+ fullness-ratio layout).
+
+        Per class: ``" %5u %5u "``, eleven ``"%9lu "`` group counts, then
+        ``"%13lu %10lu %10lu %16d %8lu\\n"``; a blank line; and the Total row
+        (``" %5s %5s "`` with "Total" and "", the summed columns, and an empty
+        ``%16s`` in place of pages_per_zspage).
+        """
+        out = [_CLASSES_HEADER]
+        totals = [0] * (NR_FULLNESS_GROUPS - 1)
+        t_objs = t_used = t_pages = t_freeable = 0
+        for r in self.class_stats():
+            for k, v in enumerate(r.fullness):
+                totals[k] += v
+            out.append(
+                f" {r.index:5d} {r.size:5d} "
+                + "".join(f"{v:9d} " for v in r.fullness)
+                + f"{r.obj_allocated:13d} {r.obj_used:10d} {r.pages_used:10d} "
+                + f"{r.pages_per_zspage:16d} {r.freeable:8d}\n"
+            )
+            t_objs += r.obj_allocated
+            t_used += r.obj_used
+            t_pages += r.pages_used
+            t_freeable += r.freeable
+        out.append("\n")
+        out.append(
+            f" {'Total':>5} {'':>5} "
+            + "".join(f"{v:9d} " for v in totals)
+            + f"{t_objs:13d} {t_used:10d} {t_pages:10d} {'':>16} {t_freeable:8d}\n"
+        )
+        return "".join(out)
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release every arena (device reset).  The pool is empty and reusable
+        afterwards; all previous handles are invalid."""
+        for c in self._classes:
+            for si in range(len(c.segs)):
+                self._unmap_segment(c, si)
+            c.reset()
+        self._reset_state()
+
+    def __enter__(self) -> ZsPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

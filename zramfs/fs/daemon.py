@@ -1,0 +1,130 @@
+"""The mount's lifecycle, in the s3ql manner.
+
+``run()`` mounts, serves until the file system is unmounted (``zramfs
+umount``/``fusermount3 -u``) or a signal asks it to stop, and always leaves
+through the same exit stack: the FUSE session is closed (unmounting if the
+kernel has not already), every device's memory is released, and no dead mount
+is left behind when the daemon exits on its own.
+
+Signals (SPEC §2): SIGTERM, SIGINT and SIGHUP mean "unmount", but only while
+no image is open — a loop device attached to an image would lose its disk.
+Then the daemon logs that it refuses and keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from ..core.registry import ZramRegistry
+from . import mounts
+from .ops import ZramOperations
+
+log = logging.getLogger("zramfs")
+
+
+@dataclass
+class MountOptions:
+    mountpoint: str
+    num_devices: int = 1
+    allow_other: bool = False
+    debug: bool = False
+    mlock: bool = False
+    ready_fd: int | None = None
+
+
+def fuse_options(opts: MountOptions) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions
+    options |= {"fsname=zramfs", "subtype=zramfs"}
+    if opts.allow_other:
+        options.add("allow_other")
+    if opts.debug:
+        options.add("debug")
+    return options
+
+
+async def _watch_signals(ops: ZramOperations, stopping: list[bool]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        async for signum in sigs:
+            name = signal.Signals(signum).name
+            busy = ops.open_images
+            if busy:
+                log.warning(
+                    "%s: refusing to unmount, image open: %s (detach the loop device first)",
+                    name,
+                    ", ".join(busy),
+                )
+                continue
+            log.info("%s: unmounting", name)
+            stopping[0] = True
+            pyfuse3.terminate()
+            return
+
+
+async def _serve(ops: ZramOperations, opts: MountOptions, stopping: list[bool]) -> None:
+    async with trio.open_nursery() as nursery:
+        ops.start_background(nursery)
+        nursery.start_soon(_watch_signals, ops, stopping)
+        if opts.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(opts.ready_fd, b"ok\n")
+                os.close(opts.ready_fd)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+    await ops.registry.shutdown()
+
+
+def run(opts: MountOptions) -> int:
+    """Mount and serve in the foreground; returns the exit status."""
+    mnt = os.path.abspath(opts.mountpoint)
+    if mounts.is_dead(mnt):
+        log.warning("%s is a dead mount (its daemon died); clearing it first", mnt)
+        mounts.fuse_unmount(mnt, lazy=True)
+    if not os.path.isdir(mnt):
+        log.error("mount point %s is not a directory", mnt)
+        return 1
+    if opts.mlock:
+        _mlockall()
+    registry = ZramRegistry(opts.num_devices)
+    ops = ZramOperations(registry)
+    stopping = [False]
+    with contextlib.ExitStack() as stack:
+        pyfuse3.init(ops, mnt, fuse_options(opts))
+        # If serving fails, unmount: never leave a dead mount behind.
+        unmount = [True]
+        stack.callback(lambda: pyfuse3.close(unmount=unmount[0]))
+        try:
+            trio.run(_serve, ops, opts, stopping)
+        except BaseException:
+            log.exception("zramfs daemon failed; unmounting %s", mnt)
+            raise
+        # pyfuse3.main() returned: either terminate() (we unmount in close) or
+        # the kernel already unmounted us (fusermount3 -u): nothing to undo.
+        unmount[0] = stopping[0]
+    log.info("unmounted %s", mnt)
+    return 0
+
+
+def _mlockall() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    MCL_CURRENT, MCL_FUTURE = 1, 2
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        err = ctypes.get_errno()
+        log.warning("mlockall failed: %s", os.strerror(err))
+
+
+def setup_logging(debug: bool, stream: object = None) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s zramfs[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=stream if stream is not None else sys.stderr,  # type: ignore[arg-type]
+    )
