@@ -259,11 +259,14 @@ class EntryLocks:
 class DevLock:
     """The device-level reader-writer lock (the kernel's ``dev_lock`` rwsem).
 
-    I/O and statistics take it shared; configuration that must not race with
-    I/O (``disksize``, ``reset``, ``writeback``, ``recompress``) takes it
-    exclusively.  Same hand-off and fairness rules as `EntryLocks`, on a
-    one-word table; at most `MAX_READERS` shared holders at once (the FUSE
-    kernel module keeps far fewer requests in flight), more simply queue.
+    I/O, statistics, ``idle``, ``compact``, ``recompress`` and ``writeback``
+    take it shared (the last two serialize among themselves on the device's
+    post-processing lock, so I/O keeps flowing while they run); ``disksize``,
+    ``reset`` and algorithm changes take it exclusively, so they wait for
+    in-flight requests and post-processing.  Same hand-off and fairness rules
+    as `EntryLocks`, on a one-word table; at most `MAX_READERS` shared holders
+    at once (the FUSE kernel module keeps far fewer requests in flight), more
+    simply queue.
     """
 
     __slots__ = ("_locks",)
