@@ -51,6 +51,16 @@ ATTRS: tuple[Attr, ...] = (
     Attr("comp_algorithm", RW, D.show_comp_algorithm, D.store_comp_algorithm),
     Attr("algorithm_params", WO, store=D.store_algorithm_params),
     Attr("recomp_algorithm", RW, D.show_recomp_algorithm, D.store_recomp_algorithm),
+    Attr("recompress", WO, store=D.store_recompress),
+    Attr("bd_stat", RO, D.show_bd_stat),
+    Attr("backing_dev", RW, D.show_backing_dev, D.store_backing_dev),
+    Attr("writeback", WO, store=D.store_writeback),
+    Attr("writeback_limit", RW, D.show_writeback_limit, D.store_writeback_limit),
+    Attr(
+        "writeback_limit_enable", RW, D.show_writeback_limit_enable, D.store_writeback_limit_enable
+    ),
+    Attr("writeback_batch_size", RW, D.show_writeback_batch_size, D.store_writeback_batch_size),
+    Attr("compressed_writeback", RW, D.show_compressed_writeback, D.store_compressed_writeback),
     Attr("io_stat", RO, D.show_io_stat),
     Attr("mm_stat", RO, D.show_mm_stat),
     Attr("debug_stat", RO, D.show_debug_stat),
