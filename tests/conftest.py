@@ -116,8 +116,39 @@ class ZramfsMount:
         run("umount", str(target))
         self.fs_mounts.remove(target)
 
+    def swapon(self, device: str, *options: str) -> None:
+        """``swapon [options] device``; the teardown swaps it off if the test does not."""
+        run("swapon", *options, device)
+        self.swaps.append(device)
+
+    def swapoff(self, device: str) -> None:
+        run("swapoff", device)
+        self.swaps.remove(device)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def rss(self, settle: float = 0.6) -> int:
+        """The daemon's steady resident memory in bytes (VmRSS).
+
+        The daemon returns freed request buffers to the kernel every 0.2 s
+        (daemon._trim_heap), so a reading right after a burst of I/O can be
+        high by up to a few request buffers: take the lowest of readings over
+        ``settle`` seconds.
+        """
+        best = self._vmrss()
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            best = min(best, self._vmrss())
+        return best
+
+    def _vmrss(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for daemon {self.proc.pid}")
 
     def log_text(self) -> str:
         try:

@@ -88,6 +88,16 @@ def _cmd_umount(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1
+    holders = [] if dead else mounts.image_holders(mnt)
+    if holders:
+        # fusermount3 would only say "Device or resource busy": name the device.
+        for h in holders:
+            print(
+                f"zramfs: refusing to unmount {mnt}: {os.path.basename(h.image)} is open "
+                f"by pid {h.pid} ({h.comm})",
+                file=sys.stderr,
+            )
+        return 1
     if dead:
         # The daemon is gone and with it every page it held: say so, then
         # clear what pins the mount so the mount point becomes usable again.

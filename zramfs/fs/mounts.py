@@ -90,6 +90,40 @@ def loops_under(mountpoint: str) -> list[LoopAttachment]:
     return found
 
 
+@dataclass(frozen=True)
+class ImageHolder:
+    pid: int
+    comm: str
+    image: str  # MNT/dev/zramN
+
+
+def image_holders(mountpoint: str) -> list[ImageHolder]:
+    """Processes with an image under ``mountpoint`` open (from /proc/*/fd).
+
+    readlink on /proc/PID/fd never reaches the FUSE daemon, so this is safe
+    on a hung or dead mount too.
+    """
+    prefix = mountpoint.rstrip("/") + "/dev/"
+    found: set[ImageHolder] = set()
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                try:
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                found.add(ImageHolder(int(pid), comm, target))
+    return sorted(found, key=lambda h: (h.image, h.pid))
+
+
 def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> bool:
     import time
 

@@ -265,6 +265,10 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         h = self.handles.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if h.dev is not None and self.registry.get(h.dev.id) is not h.dev:
+            # Opened before hot_remove: kernfs answers ENODEV once the kobject
+            # is gone (a store must not re-initialize the removed device).
+            raise pyfuse3.FUSEError(errno.ENODEV)
         return h
 
     @_guard
@@ -307,7 +311,7 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         """loop's discard (PUNCH_HOLE|KEEP_SIZE = 3) and write-zeroes (ZERO_RANGE|KEEP_SIZE = 17).
 
         Both free the whole pages in range (``notify_free``) and zero partial
-        edges.  Plain allocation (mode 0) inside the device is a no-op: RAM
+        edges.  Allocation (mode 0 inside the device, KEEP_SIZE anywhere) is a no-op: RAM
         is committed on write.  Anything that would change the size: EOPNOTSUPP.
         """
         h = self._handle(fh)
@@ -325,8 +329,11 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
                 raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
             await dev.discard(offset, length)
             return
-        if mode == 0:
-            if end > dev.disksize:
+        if mode in (0, FALLOC_FL_KEEP_SIZE):
+            # Allocation: RAM is committed on write, so inside the device there
+            # is nothing to do; with KEEP_SIZE neither is there beyond it, as
+            # for a regular file.  Only growing the image is impossible.
+            if mode == 0 and end > dev.disksize:
                 raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
             return
         raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
@@ -355,4 +362,3 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
     def open_images(self) -> list[str]:
         """Devices whose image is open (a loop device attached, or any open)."""
         return [d.name for d in self.registry.devices.values() if d.openers]
-
