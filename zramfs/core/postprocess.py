@@ -16,10 +16,11 @@ exclusive hold would stall the whole device for the length of a recompression
 * ``dev_lock`` is taken *shared*, for the whole operation: I/O goes on,
   while ``reset`` / ``hot_remove`` / ``disksize`` (exclusive) wait until the
   operation is over — nothing is torn down under it, as in the kernel.
-  Caveat: any other exclusive taker queued meanwhile (``mem_limit`` takes
-  ``dev_lock`` for write, as in the kernel) makes later I/O queue behind it
-  until the operation ends, because ``DevLock`` is fair (FIFO).  ``reset``
-  itself never queues while the image is open (EBUSY first).
+  Caveat: an exclusive taker queued meanwhile (``disksize``/algorithm stores
+  on an uninitialized device cannot be; ``mem_limit`` deliberately takes no
+  lock) would make later I/O queue behind it until the operation ends,
+  because ``DevLock`` is fair (FIFO).  ``reset`` itself never queues while
+  the image is open (EBUSY first).
 * then ``dev.pp_lock`` (a device-level `trio.Lock`, "post-processing"):
   ``writeback`` and ``recompress`` serialize against each other and against
   themselves.  A second caller *blocks* until the first is done — the
