@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import __version__
+from . import __version__, generator
 from .fs import mounts
 
 DEFAULT_LOG = "/run/zramfs.log"
@@ -145,10 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("umount", help="unmount MNT (refused while an image is attached)")
     u.add_argument("mountpoint", metavar="MNT")
     u.set_defaults(func=_cmd_umount)
+
+    # zramctl's own option syntax: main() hands everything after "ctl" to ctl.main().
+    c = sub.add_parser("ctl", add_help=False, help="util-linux zramctl over a zramfs mount "
+                       "(zramfs ctl --help)")  # fmt: skip
+    c.add_argument("args", nargs=argparse.REMAINDER)
+    c.set_defaults(func=lambda a: _cmd_ctl(a.args))
+
+    generator.add_subparsers(sub)  # setup, teardown
     return p
 
 
+def _cmd_ctl(argv: list[str]) -> int:
+    from . import ctl
+
+    return ctl.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["ctl"]:
+        return _cmd_ctl(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "mount" and args.ready_fd is not None:
         from .fs import daemon
