@@ -234,18 +234,34 @@ def zmount(mount_factory: object) -> ZramfsMount:
 
 @pytest.fixture
 def kernel_zram() -> Iterator[Path]:
-    """The kernel's own zram0 as a reference; skipped when absent, reset after."""
+    """The kernel's own zram0 as a reference; skipped when absent, reset after.
+
+    Holds an exclusive flock for the whole test, so two test runs on this
+    machine (developers, CI) never configure the one zram0 at the same time.
+    """
+    import fcntl
+
     sysdir = Path("/sys/block/zram0")
     if os.geteuid() != 0 or not sysdir.exists():
         pytest.skip("kernel zram0 not available")
-    if (sysdir / "initstate").read_text().strip() != "0":
-        pytest.skip("kernel zram0 is in use")
-    try:
-        yield sysdir
-    finally:
-        for _ in range(50):
+    with open("/run/zramfs-tests-kernel-zram0.lock", "w") as lock:
+        deadline = time.monotonic() + 300
+        while True:
             try:
-                (sysdir / "reset").write_text("1")
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except OSError:
-                time.sleep(0.1)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.skip("kernel zram0 is held by another test run")
+                time.sleep(0.2)
+        if (sysdir / "initstate").read_text().strip() != "0":
+            pytest.skip("kernel zram0 is in use")
+        try:
+            yield sysdir
+        finally:
+            for _ in range(50):
+                try:
+                    (sysdir / "reset").write_text("1")
+                    break
+                except OSError:
+                    time.sleep(0.1)
