@@ -2,8 +2,8 @@
 compact, and the seed's claim measured — the image keeps serving random reads
 while ``recompress`` runs brotli quality 11 (reference §5, §8; SPEC §3, §5).
 
-The latency test prints its figures. ``ZRAMFS_BENCH=1`` additionally runs the
-full-size benchmark (32 MiB, every page, no ``max_pages``; several minutes).
+The latency test prints its figures; the full-size measurement (32 MiB, every
+page, no ``max_pages``; minutes) is ``python -m benchmarks.recompress_latency``.
 """
 
 from __future__ import annotations
@@ -397,17 +397,3 @@ def test_reads_keep_flowing_while_brotli11_recompresses(zmount: ZramfsMount) -> 
     assert busy["max_ms"] < 1000
     assert busy["iops"] >= 0.10 * idle["iops"]
     assert after[1] < before[1]
-
-
-@pytest.mark.skipif(not os.environ.get("ZRAMFS_BENCH"), reason="set ZRAMFS_BENCH=1 (minutes)")
-def test_benchmark_full_recompress_32mib(zmount: ZramfsMount) -> None:
-    """Benchmark: all of 32 MiB recompressed with brotli quality 11, while the
-    reader works on a hot set (the first 4 MiB).  Pages it reads lose their
-    PP_SLOT mark and are skipped, as in the kernel, so reading the whole image
-    would leave little for recompression to do."""
-    print()
-    # "\n" as echo sends it: a 0-byte write(2) never reaches the daemon.
-    idle, busy, before, after, s = measure_reads_during_recompress(
-        zmount, 32 * MiB, "\n", read_pages=1024
-    )
-    report(idle, busy, before, after, s)

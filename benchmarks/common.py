@@ -1,0 +1,236 @@
+"""Helpers shared by the benchmarks: a zramfs mount outside pytest, sizes, logging.
+
+`mounted()` starts ``python -m zramfs mount -f`` on a fresh temporary
+directory, waits for the mount and always tears it down (unmount, reap the
+daemon, remove the directory), also on Ctrl-C or SIGTERM.  It is a
+dependency-free cousin of ``tests/conftest.py``'s ``start_mount`` /
+``stop_mount`` (benchmarks do not import pytest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from zramfs.fs import mounts
+
+PAGE = 4096
+MiB = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    """``32M``, ``512K``, ``1G``, ``65536``: bytes, rounded up to whole pages."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    n = int(t) * mult
+    if n <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return -(-n // PAGE) * PAGE
+
+
+class Log:
+    """Progress lines: stdout normally, stderr under ``--json`` (stdout is the JSON)."""
+
+    def __init__(self, to_stderr: bool) -> None:
+        self.stream: TextIO = sys.stderr if to_stderr else sys.stdout
+
+    def __call__(self, msg: str) -> None:
+        print(msg, file=self.stream, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """CPU count and load average, for the report header."""
+    return {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}
+
+
+def code_state() -> dict[str, str]:
+    """What was measured: the checkout's HEAD and a digest of ``zramfs/**/*.py``
+    as they are on disk (uncommitted changes included), to tell runs apart."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for p in sorted((root / "zramfs").rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    return {"head": head or "?", "zramfs_sources_sha256": h.hexdigest()[:12]}
+
+
+def latency_summary(lat: list[float], seconds: float) -> dict[str, float]:
+    """Reads, reads/s and latency percentiles in ms of one measured phase."""
+    n = len(lat)
+    if n == 0:
+        return {"reads": 0, "seconds": seconds, "reads_per_s": 0.0}
+    if n >= 2:
+        q = statistics.quantiles(lat, n=1000, method="inclusive")
+        p50, p99, p999 = q[499], q[989], q[998]
+    else:
+        p50 = p99 = p999 = lat[0]
+    return {
+        "reads": n,
+        "seconds": round(seconds, 3),
+        "reads_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
+        "p50_ms": round(p50 * 1e3, 4),
+        "p99_ms": round(p99 * 1e3, 4),
+        "p999_ms": round(p999 * 1e3, 3),
+        "max_ms": round(max(lat) * 1e3, 3),
+        "over_10ms": sum(x > 0.010 for x in lat),
+        "over_50ms": sum(x > 0.050 for x in lat),
+        "over_100ms": sum(x > 0.100 for x in lat),
+    }
+
+
+# --------------------------------------------------------------------------- mount
+
+
+@dataclass
+class Mount:
+    """A running zramfs daemon and its mount point."""
+
+    path: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def sys(self, dev: int = 0) -> Path:
+        return self.path / "sys" / "block" / f"zram{dev}"
+
+    def image(self, dev: int = 0) -> Path:
+        return self.path / "dev" / f"zram{dev}"
+
+    def read_attr(self, name: str, dev: int = 0) -> str:
+        return (self.sys(dev) / name).read_text()
+
+    def write_attr(self, name: str, value: str | bytes, dev: int = 0) -> None:
+        """One write(2) of the whole value, like ``echo`` (raises OSError)."""
+        data = value.encode() if isinstance(value, str) else value
+        fd = os.open(self.sys(dev) / name, os.O_WRONLY)
+        try:
+            n = os.write(fd, data)
+            if n != len(data):
+                raise OSError(f"short write to {name}: {n} of {len(data)}")
+        finally:
+            os.close(fd)
+
+    def stat_line(self, name: str, dev: int = 0) -> list[int]:
+        return [int(x) for x in self.read_attr(name, dev).split()]
+
+    def mm_stat(self, dev: int = 0) -> list[int]:
+        return self.stat_line("mm_stat", dev)
+
+    def bd_stat(self, dev: int = 0) -> list[int]:
+        return self.stat_line("bd_stat", dev)
+
+    def block_flags(self, dev: int = 0) -> list[str]:
+        """The flag column of debugfs ``block_state`` (``s w h i r n``), one per slot."""
+        text = (self.path / "sys/kernel/debug/zram" / f"zram{dev}" / "block_state").read_text()
+        return [line.split()[2] for line in text.splitlines()]
+
+    def write_image(self, data: bytes, offset: int = 0, dev: int = 0) -> None:
+        """``data`` in 1 MiB pwrites."""
+        fd = os.open(self.image(dev), os.O_WRONLY)
+        try:
+            for pos in range(0, len(data), MiB):
+                chunk = data[pos : pos + MiB]
+                if os.pwrite(fd, chunk, offset + pos) != len(chunk):
+                    raise OSError("short write to the image")
+        finally:
+            os.close(fd)
+
+    def read_image(self, size: int, offset: int = 0, dev: int = 0) -> bytes:
+        """In 128 KiB preads (FUSE splits larger unaligned reads mid-page)."""
+        fd = os.open(self.image(dev), os.O_RDONLY)
+        step = 128 << 10
+        try:
+            parts = [
+                os.pread(fd, min(step, size - pos), offset + pos) for pos in range(0, size, step)
+            ]
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text()
+        except OSError:
+            return ""
+
+
+def _start(path: Path, extra: tuple[str, ...], timeout: float) -> Mount:
+    log = path.parent / (path.name + ".log")
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zramfs", "mount", "-f", *extra, str(path)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        )  # fmt: skip
+    m = Mount(path, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = mounts.find_mount(str(path))
+        if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
+            return m
+        if proc.poll() is not None:
+            raise RuntimeError(f"zramfs daemon exited {proc.returncode}:\n{m.log_text()}")
+        time.sleep(0.02)
+    _stop(m)
+    raise RuntimeError(f"zramfs did not mount within {timeout} s:\n{m.log_text()}")
+
+
+def _stop(m: Mount) -> None:
+    """Unmount and reap the daemon; never raises."""
+    with contextlib.suppress(Exception):
+        if mounts.find_mount(str(m.path)) is not None:
+            res = mounts.fuse_unmount(str(m.path))
+            if res.returncode != 0:  # busy (an fd still open): detach lazily
+                mounts.fuse_unmount(str(m.path), lazy=True)
+    try:
+        m.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        m.proc.kill()
+        m.proc.wait(timeout=5)
+        with contextlib.suppress(Exception):
+            mounts.fuse_unmount(str(m.path), lazy=True)
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def mounted(*extra: str, timeout: float = 20.0) -> Iterator[tuple[Mount, Path]]:
+    """A fresh mount in a new temporary directory: ``(mount, scratch dir)``.
+
+    The scratch directory (for backing files, dictionaries...) is the mount
+    point's parent; it is removed with everything in it afterwards.  SIGTERM
+    is turned into SystemExit meanwhile so that the teardown runs.
+    """
+    base = Path(tempfile.mkdtemp(prefix="zramfs-bench-"))
+    old = signal.signal(signal.SIGTERM, _raise_exit)
+    m: Mount | None = None
+    try:
+        path = base / "mnt"
+        path.mkdir()
+        m = _start(path, extra, timeout)
+        yield m, base
+    finally:
+        if m is not None:
+            _stop(m)
+        signal.signal(signal.SIGTERM, old)
+        shutil.rmtree(base, ignore_errors=True)
