@@ -11,7 +11,7 @@ kernel (``find_next_zero_bit(bitmap, nr_pages, 0)``; kernels before 6.x
 skipped block 0 because a zero handle meant "empty" — here the ``WB`` flag
 says what the handle is, so block 0 is an ordinary block).
 
-Threading: `BackingStore.open`, `read_block` and `write_blocks` are blocking
+Threading: `BackingStore.open`, `read_block`, `write_block` and `sync` are blocking
 and meant for worker threads (``trio.to_thread.run_sync``); `try_read_block`
 is the non-blocking fast path for the trio thread (``RWF_NOWAIT``: served
 from the page cache or not at all).  The bitmap (`reserve` / `release`) is
@@ -222,6 +222,26 @@ class BackingStore:
                 raise
             raise ZramError(e.errno or errno.EIO, f"backing block {block}: {e.strerror}") from None
         return data
+
+    def sync(self) -> int:
+        """Wait until every block written so far is on the device: 0 or an errno.
+
+        ``pwrite`` to a block device (or to a file on most file systems) only
+        fills the page cache; an I/O error surfaces when the kernel writes the
+        cache out, long after ``pwrite`` returned success.  Writeback frees a
+        page's RAM copy once its block is written, so it must wait for that
+        (the kernel's zram waits for its bio's completion) or a failing disk
+        loses pages silently.  ``fdatasync`` reports such an error exactly
+        once per open file (errseq), so a batch is synced before its pages are
+        committed.  EINVAL/EROFS mean "cannot be synced": nothing to wait for.
+        """
+        try:
+            os.fdatasync(self.fd)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EROFS):
+                return 0
+            return e.errno or errno.EIO
+        return 0
 
     def write_block(self, block: int, data: bytes) -> int:
         """Write one block (blocking, padded to BLOCK_SIZE); 0 or an errno."""

@@ -70,11 +70,15 @@ Differences from the kernel, on purpose
   end (the kernel leaks it until reset).
 * Failed writeback I/O: the error is returned (like the kernel's last bio
   error) and the page stays in RAM; the budget and the block are rolled back.
+  A batch counts as written only once ``fdatasync`` of the backing store has
+  succeeded (the kernel waits for its bios instead): a page-cache write error
+  fails the whole batch rather than losing its pages later.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 from array import array
@@ -104,6 +108,8 @@ from .zsmalloc import ZS_HANDLE_SIZE, ZsPool
 
 if TYPE_CHECKING:
     from .device import ZramDevice
+
+log = logging.getLogger(__name__)
 
 ZRAM_MAX_COMPS = 4
 ZRAM_SECONDARY_COMP = 1
@@ -344,6 +350,9 @@ def _recompress_work(
             out.append(res)
         except ZramError as e:
             out.append(e)
+        except Exception as e:  # a codec bug: this page fails with EIO, like a ZramError
+            log.error("recompress: codec failed: %r", e)
+            out.append(ZramError(errno.EIO, f"recompress: codec failed: {e!r}"))
         slowest = max(slowest, time.perf_counter_ns() - t0)
     return out, slowest
 
@@ -584,7 +593,13 @@ WbJob = tuple[int, bytes, int, int]  # block, object bytes, size, priority
 def _writeback_work(
     backing: BackingStore, jobs: Sequence[WbJob], codecs: Sequence[Codec | None], raw: bool
 ) -> list[int]:
-    """Worker thread: write each job's page (or raw object) to its block; errno each."""
+    """Worker thread: write each job's page (or raw object) to its block; errno each.
+
+    The batch is synced before it counts as written (`BackingStore.sync`): a
+    write error the page cache would report only later fails every page of
+    the batch, which then stays in RAM.  A codec that raises anything at all
+    fails its page with EIO (the kernel's answer to a decompression error).
+    """
     out: list[int] = []
     for block, obj, size, prio in jobs:
         data = obj
@@ -597,7 +612,15 @@ def _writeback_work(
             except ZramError as e:
                 out.append(e.errno or errno.EIO)
                 continue
+            except Exception as e:  # a codec bug must not leak blocks or budget
+                log.error("writeback: decompression failed: %r", e)
+                out.append(errno.EIO)
+                continue
         out.append(backing.write_block(block, data))
+    if any(r == 0 for r in out):
+        err = backing.sync()
+        if err:
+            out = [r or err for r in out]
     return out
 
 
@@ -680,7 +703,19 @@ async def _writeback_slots(
                     spare = None
                 if not jobs:
                     continue
-                results = await trio.to_thread.run_sync(_writeback_work, backing, jobs, codecs, raw)
+                try:
+                    results = await trio.to_thread.run_sync(
+                        _writeback_work, backing, jobs, codecs, raw
+                    )
+                except BaseException:
+                    # Nothing of this batch was committed: give back its
+                    # blocks and budget before the error goes up.
+                    for job in jobs:
+                        backing.release(job[0])
+                        st.bd_count -= 1
+                        if dev.wb_limit_enable:
+                            dev.wb_limit += 1
+                    raise
                 for idx, job, res in zip(slots, jobs, results, strict=True):
                     block = job[0]
                     a = attr[idx]
