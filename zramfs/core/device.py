@@ -27,18 +27,21 @@ Concurrency (details and invariants in docs/design.md):
 from __future__ import annotations
 
 import errno
+import itertools
+import operator
 import os
 import stat as stat_mod
 import time
+from array import array as _array
 from collections.abc import Callable, Sequence
 
 import trio
 
 from ..backends import BACKEND_NAMES, DEFAULT_ALGORITHM, create_codec
-from ..backends.base import AlgoParams, Codec
+from ..backends.base import AlgoParams, Buffer, Codec
 from ..errors import ZramError, einval
 from . import kparse, postprocess
-from .backing import BackingStore
+from .backing import BackingStore, _on_zramfs
 from .entrylock import LOCK_MASK, WRITER, DevLock
 from .slots import (
     ACTIME_MASK,
@@ -57,7 +60,7 @@ from .slots import (
     SlotTable,
 )
 from .stats import BlockStat, ZramStats
-from .zsmalloc import ZsPool, huge_class_size_for
+from .zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT, ZsPool, huge_class_size_for
 
 ZRAM_MAX_COMPS = 4
 ZRAM_PRIMARY_COMP = 0
@@ -68,11 +71,30 @@ PAGE_WORDS = PAGE_SIZE // 8
 MAX_DICT_SIZE = 16 << 20  # dictionaries larger than this are refused (EINVAL)
 ZERO_PAGE = bytes(PAGE_SIZE)
 
+# Whole-batch steps are ``map``s of C functions over repeat()ed constants:
+# operator's functions take the fast call path, where an int's bound
+# ``__or__`` & co. (slot wrappers) would build an argument tuple per item.
+_select = itertools.compress
+_repeat = itertools.repeat
+_eq = operator.eq
+_or = operator.or_
+_le = operator.le
+# A read takes the general path for these slots: locked, written back,
+# same-filled, or compressed by a secondary algorithm.
+_READ_SLOW = LOCK_MASK | WB | SAME | PRIO_MASK
+# mark_slot_accessed() keeps everything but IDLE, PP_SLOT and the old ac_time.
+_KEEP = ~(IDLE | PP_SLOT | ACTIME_MASK) & ((1 << 64) - 1)
+
 # Compression is moved to worker threads when a batch is expected to take at
 # least this long inline: below it the thread hop (60–150 µs measured here)
 # costs more than it saves.
 OFFLOAD_MIN_NS = 400_000
 _EWMA_SHIFT = 3
+_EXPLORE = 32  # every 32nd long batch tries the way currently judged slower
+# (codec name, level) -> [offloaded wall ns per page (EWMA; -1: not measured
+# yet), long batches seen]: whether worker threads pay is a property of the
+# machine and the codec, so devices share it.
+_offload_stats: dict[tuple[str, int | None], list[int]] = {}
 
 
 def boottime_seconds() -> int:
@@ -90,6 +112,38 @@ def _words_same(page: bytes) -> int | None:
     if w != page[-8:] or w * PAGE_WORDS != page:
         return None
     return int.from_bytes(w, "little")
+
+
+def compress_run(
+    compress: Callable[[Buffer], bytes], data: bytes, pos: int, count: int
+) -> tuple[list[int], list[bytes]]:
+    """Same-fill check and compression of ``count`` pages of ``data`` from ``pos``.
+
+    Returns the indexes of the same-filled pages (``page_same_filled()``,
+    checked before compressing, as the kernel does) and the compressed form
+    of every other page, in order.  The pages are compressed in place
+    (memoryviews of ``data``, no copy) by ``map`` loops that run in C; the
+    same-fill check compares every page's first and last words in C too,
+    and only the rare page where they match is compared in full.  Pure: runs
+    on the trio thread or on a worker thread alike.
+    """
+    stop = pos + (count << PAGE_SHIFT)
+    mv = memoryview(data)
+    q = mv[pos:stop].cast("Q")
+    firsts = q[::PAGE_WORDS].tolist()
+    lasts = q[PAGE_WORDS - 1 :: PAGE_WORDS].tolist()
+    same = [
+        k
+        for k in _select(range(count), map(_eq, firsts, lasts))
+        if q[k * PAGE_WORDS : (k + 1) * PAGE_WORDS].tobytes()
+        == q[k * PAGE_WORDS : k * PAGE_WORDS + 1].tobytes() * PAGE_WORDS
+    ]
+    starts: Sequence[int] = range(pos, stop, PAGE_SIZE)
+    if same:
+        skip = {pos + (k << PAGE_SHIFT) for k in same}
+        starts = [p for p in starts if p not in skip]
+    views = [mv[p : p + PAGE_SIZE] for p in starts]
+    return same, list(map(compress, views))
 
 
 class ZramDevice:
@@ -123,7 +177,9 @@ class ZramDevice:
         self.pool: ZsPool | None = None
         self.comps: list[Codec | None] = [None] * ZRAM_MAX_COMPS
         self.huge_class_size = huge_class_size_for(CHAIN_SIZE)
-        self._comp_cost_ns = 10_000  # EWMA of one page's primary compression
+        # Wall ns per page of an inline write batch (EWMA); the offloaded
+        # figure is per codec, in _offload_stats (see _write_full).
+        self._comp_cost_ns = 10_000
         # ac_time stamped by stores, read from the clock once per request
         # (a clock call per page costs ~0.5 µs, 5% of an lz4 page).
         self._actime = 0
@@ -252,25 +308,10 @@ class ZramDevice:
         """
         first = offset >> PAGE_SHIFT
         last = (end - 1) >> PAGE_SHIFT
-        attr = table.attr
-        locks = table.locks
         now = self.clock() << ACTIME_SHIFT
-        parts: list[bytes] = []
-        append = parts.append
-        for idx in range(first, last + 1):
-            a = attr[idx]
-            if a & LOCK_MASK or a & WB:
-                await locks.lock_shared(idx)
-                try:
-                    append(await self._load_page(table, pool, idx))
-                    self._touch(attr, idx, now)
-                finally:
-                    locks.unlock_shared(idx)
-            elif a & (SIZE_MASK | SAME):
-                append(self._load_ram(table, pool, idx, a))
-                attr[idx] = (a & ~(IDLE | PP_SLOT | ACTIME_MASK)) | now
-            else:
-                append(ZERO_PAGE)
+        comp = self.comps[ZRAM_PRIMARY_COMP]
+        assert comp is not None
+        parts = await self._load_pages(table, pool, comp, first, last + 1, now)
         lo = offset & (PAGE_SIZE - 1)
         if lo:
             parts[0] = parts[0][lo:]
@@ -278,6 +319,57 @@ class ZramDevice:
         if tail:
             parts[-1] = parts[-1][: tail - (lo if first == last else 0)]
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _load_pages(
+        self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
+    ) -> list[bytes]:
+        """The pages of ``[first, stop)`` one by one, whatever their slots hold."""
+        attr = table.attr
+        handle = table.handle
+        locks = table.locks
+        keep = _KEEP
+        # The common page inline: compressed by the primary codec, or huge.
+        # Locked, written-back, same-filled and recompressed slots take the
+        # general path.
+        slow = _READ_SLOW
+        size_mask = SIZE_MASK
+        page_size = PAGE_SIZE
+        off_mask = HANDLE_OFF_MASK
+        seg_shift = HANDLE_SEG_SHIFT
+        decompress = comp.decompress
+        views = pool.segment_views()
+        parts: list[bytes] = []
+        append = parts.append
+        for idx in range(first, stop):
+            a = attr[idx]
+            if not a & slow:
+                size = a & size_mask
+                if not size:
+                    append(ZERO_PAGE)
+                    continue
+                h = handle[idx]
+                o = (h >> 1) & off_mask
+                if size == page_size:
+                    append(bytes(views[h >> seg_shift][o : o + page_size]))
+                else:
+                    append(decompress(views[h >> seg_shift][o : o + size], page_size))
+                # mark_slot_accessed(); the word is often unchanged (a page
+                # read in the second it was written or last read).
+                b = (a & keep) | now
+                if b != a:
+                    attr[idx] = b
+            elif a & LOCK_MASK or a & WB:
+                await locks.lock_shared(idx)
+                try:
+                    append(await self._load_page(table, pool, idx))
+                    self._touch(attr, idx, now)
+                finally:
+                    locks.unlock_shared(idx)
+            else:
+                append(self._load_ram(table, pool, idx, a))
+                if a & (SIZE_MASK | SAME):
+                    attr[idx] = (a & keep) | now
+        return parts
 
     @staticmethod
     def _touch(attr: memoryview, idx: int, now: int) -> None:
@@ -377,76 +469,291 @@ class ZramDevice:
     async def _write_full(
         self, table: SlotTable, pool: ZsPool, first: int, data: bytes, pos: int, count: int
     ) -> None:
-        """Store ``count`` whole pages; compression inline or on worker threads."""
+        """Store ``count`` whole pages; compression inline or on worker threads.
+
+        Offloading pays only when worker threads really run beside the trio
+        thread (a free CPU, a codec that drops the GIL) and the batch is long
+        enough to amortize the thread hops.  So both ways are timed (wall ns
+        per page, EWMA: inline per device in ``_comp_cost_ns``, offloaded per
+        codec and level in `_offload_stats`, shared by devices) and a batch
+        of at least `OFFLOAD_MIN_NS` of estimated work takes the cheaper way;
+        every `_EXPLORE`-th such batch takes the other one, to keep its
+        figure current (load changes, and so does the codec's cost).
+        """
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
-        stop = pos + (count << PAGE_SHIFT)
-        pages = [data[p : p + PAGE_SIZE] for p in range(pos, stop, PAGE_SIZE)]
-        locks = table.locks
-        attr = table.attr
-        if count * self._comp_cost_ns < OFFLOAD_MIN_NS:
-            # Inline: no await between lock and unlock unless the slot is held
-            # by someone who is awaiting (recompress, writeback).
-            t0 = time.perf_counter_ns()
-            for k, page in enumerate(pages):
-                idx = first + k
-                a = attr[idx]
-                if a & LOCK_MASK:
-                    await locks.lock(idx)
-                else:
-                    attr[idx] = a | WRITER
-                try:
-                    self._store(table, pool, idx, page, None)
-                finally:
-                    locks.unlock(idx)
+        if count * self._comp_cost_ns >= OFFLOAD_MIN_NS:
+            key = (comp.name, comp.params.level)
+            stats = _offload_stats.get(key)
+            if stats is None:
+                stats = _offload_stats[key] = [-1, 0]
+            stats[1] += 1
+            # Unmeasured (< 0) counts as cheaper: the first long batch tries it.
+            offload = stats[0] < self._comp_cost_ns
+            if not stats[1] % _EXPLORE:
+                offload = not offload
+            if offload:
+                t0 = time.perf_counter_ns()
+                await self._write_offloaded(table, pool, comp, first, data, pos, count)
+                per = (time.perf_counter_ns() - t0) // count
+                stats[0] = per if stats[0] < 0 else stats[0] + ((per - stats[0]) >> _EWMA_SHIFT)
+                return
+        # Inline: synchronous runs of stores; an await only for a slot held by
+        # a task that is awaiting (recompress, writeback, a reader of a
+        # written-back page).
+        t0 = time.perf_counter_ns()
+        if (
+            not self.limit_pages
+            and table.clear(first, first + count)
+            and self._store_fresh(table, pool, comp, first, data, pos, count)
+        ):
             self._learn_cost(time.perf_counter_ns() - t0, count)
             return
-        # Offloaded: hold every slot of the batch (ascending order) across the
-        # await so nobody sees or changes them half-way, compress on up to two
-        # threads, then store on the trio thread.
+        locks = table.locks
+        k = 0
+        while True:
+            k = self._store_run(table, pool, first, data, pos, k, count)
+            if k >= count:
+                break
+            idx = first + k
+            await locks.lock(idx)
+            try:
+                p = pos + (k << PAGE_SHIFT)
+                self._store(table, pool, idx, data[p : p + PAGE_SIZE], None)
+            finally:
+                locks.unlock(idx)
+            k += 1
+        self._learn_cost(time.perf_counter_ns() - t0, count)
+
+    async def _write_offloaded(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        first: int,
+        data: bytes,
+        pos: int,
+        count: int,
+    ) -> None:
+        """Hold every slot of the batch (ascending order) across the await, so
+        nobody sees or changes them half-way; compress on up to two worker
+        threads; store on the trio thread (at once if the slots are still
+        empty and nobody queued for them)."""
+        locks = table.locks
         locked = 0
         try:
             for k in range(count):
                 await locks.lock(first + k)
                 locked += 1
-            results = await self._compress_offloaded(comp, pages)
-            for k, page in enumerate(pages):
-                self._store(table, pool, first + k, page, results[k])
+            same, blobs = await self._compress_offloaded(comp, data, pos, count)
+            if not self.limit_pages and table.only_bits(first, first + count, WRITER):
+                self._commit_fresh(table, pool, first, data, pos, count, same, blobs, WRITER)
+                return
+            # Somebody queued for a slot, or one holds content: page by page.
+            skip = set(same)
+            it = iter(blobs)
+            for k in range(count):
+                p = pos + (k << PAGE_SHIFT)
+                page = data[p : p + PAGE_SIZE]
+                if k in skip:
+                    self._store(table, pool, first + k, page, None)
+                else:
+                    self._store(table, pool, first + k, page, next(it))
         finally:
             for k in range(locked):
                 locks.unlock(first + k)
+
+    def _store_fresh(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        first: int,
+        data: bytes,
+        pos: int,
+        count: int,
+    ) -> bool:
+        """Store a batch into slots that hold nothing and nobody holds, at once.
+
+        `_write_full`'s inline fast path when no ``mem_limit`` is set:
+        `compress_run`, then `_commit_fresh`.  No ``await``: nobody can see
+        the slots in between (as in `_store_run`).  Returns False, having
+        changed nothing, if a page failed to compress (the caller then goes
+        page by page, storing the pages before it and failing at it).
+        """
+        try:
+            same, blobs = compress_run(comp.compress, data, pos, count)
+        except Exception:
+            return False
+        self._commit_fresh(table, pool, first, data, pos, count, same, blobs, 0)
+        return True
+
+    def _commit_fresh(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        first: int,
+        data: bytes,
+        pos: int,
+        count: int,
+        same: list[int],
+        blobs: list[bytes],
+        lockbits: int,
+    ) -> None:
+        """Store `compress_run`'s results for slots that hold nothing.
+
+        The objects go to the pool with `ZsPool.store_many` and the table is
+        written with two slice assignments.  The result is what storing page
+        by page gives: nothing is freed (the slots are empty), so the pool
+        ends in the same state and mem_used_max's high-water mark is its size
+        afterwards.  ``lockbits`` are the slots' lock bits to keep (WRITER
+        when the caller holds them all).
+        """
+        mv = memoryview(data)
+        stored: list[bytes | memoryview] = list(blobs)
+        sizes = list(map(len, stored))
+        ks: Sequence[int] = range(count)
+        if same:
+            skip = set(same)
+            ks = [k for k in ks if k not in skip]
+        # zram_write_page(): a page compressing to huge_class_size or more is
+        # stored as it is.
+        huge = list(_select(range(len(sizes)), map(_le, _repeat(self.huge_class_size), sizes)))
+        for j in huge:
+            p = pos + (ks[j] << PAGE_SHIFT)
+            stored[j] = mv[p : p + PAGE_SIZE]
+            sizes[j] = PAGE_SIZE
+        owners = range(first, first + count) if not same else [first + k for k in ks]
+        pool.peak_pages = pool.total_pages()
+        handles = pool.store_many(stored, sizes, owners)
+        bits = self._actime | lockbits
+        attrs = list(map(_or, sizes, _repeat(bits)))
+        for j in huge:
+            attrs[j] |= HUGE
+        st = self.stats
+        if same:
+            ht = table.handle
+            at = table.attr
+            for h, a, idx in zip(handles, attrs, owners, strict=True):
+                ht[idx] = h
+                at[idx] = a
+            for k in same:
+                p = pos + (k << PAGE_SHIFT)
+                ht[first + k] = int.from_bytes(data[p : p + 8], "little")
+                at[first + k] = SAME | bits
+            st.same_pages += len(same)
+        else:
+            table.handle[first : first + count] = _array("Q", handles)
+            table.attr[first : first + count] = _array("Q", attrs)
+        st.pages_stored += count
+        st.compr_data_size += sum(sizes)
+        if huge:
+            st.huge_pages += len(huge)
+            st.huge_pages_since += len(huge)
+        if pool.peak_pages > st.max_used_pages:
+            st.max_used_pages = pool.peak_pages
+
+    def _store_run(
+        self, table: SlotTable, pool: ZsPool, first: int, data: bytes, pos: int, k: int, count: int
+    ) -> int:
+        """Store pages ``k..count-1`` of a batch for as long as their slots are free.
+
+        `_write_full`'s inline fast path: `_store` unrolled into one loop with
+        everything bound locally and the counters summed once per run.  Page
+        by page it does what `_store` does, in the same order (new object,
+        mem_used_max, mem_limit, then the old content freed), so a refused
+        page leaves its slot and every later one as they were.
+
+        No ``await`` separates looking at a slot from storing into it, and
+        nothing else runs on the trio thread meanwhile, so taking and
+        dropping an uncontended entry lock around each page could not be
+        observed by anyone: it is skipped (docs/design.md, entry lock rule 2).
+        Returns the index of the first page whose slot somebody holds (the
+        caller waits for it), or ``count``.
+        """
+        comp = self.comps[ZRAM_PRIMARY_COMP]
+        assert comp is not None
+        compress = comp.compress
+        attr = table.attr
+        handle = table.handle
+        store = pool.store
+        huge_size = self.huge_class_size
+        actime = self._actime
+        limit = self.limit_pages
+        allocated = SIZE_MASK | SAME | WB
+        idx = first + k
+        stop = first + count
+        p = pos + (k << PAGE_SHIFT)
+        stored = compr = huge = 0
+        # Pages only grow in malloc, so the high-water mark over this run is
+        # mem_used_max's update at every store attempt (kernel: after zs_malloc).
+        pool.peak_pages = pool.total_pages()
+        try:
+            while idx < stop:
+                a = attr[idx]
+                if a & LOCK_MASK:
+                    break
+                page = data[p : p + PAGE_SIZE]
+                p += PAGE_SIZE
+                w = page[:8]
+                if w == page[-8:] and w * PAGE_WORDS == page:
+                    self._store(table, pool, idx, page, None)  # same-filled: rare
+                    idx += 1
+                    continue
+                c = compress(page)
+                n = len(c)
+                if n < huge_size:
+                    h = store(c, idx)
+                else:
+                    h = store(page, idx)
+                    n = PAGE_SIZE
+                if limit and pool.total_pages() > limit:
+                    pool.free(h)
+                    raise ZramError(errno.ENOMEM, "mem_limit reached")
+                if a & allocated:
+                    self._slot_free(table, pool, idx)
+                handle[idx] = h
+                if n == PAGE_SIZE:
+                    attr[idx] = PAGE_SIZE | HUGE | actime
+                    huge += 1
+                else:
+                    attr[idx] = n | actime
+                compr += n
+                stored += 1
+                idx += 1
+        finally:
+            st = self.stats
+            st.pages_stored += stored
+            st.compr_data_size += compr
+            if huge:
+                st.huge_pages += huge
+                st.huge_pages_since += huge
+            if pool.peak_pages > st.max_used_pages:
+                st.max_used_pages = pool.peak_pages
+        return idx - first
 
     def _learn_cost(self, elapsed_ns: int, pages: int) -> None:
         per = elapsed_ns // pages
         self._comp_cost_ns += (per - self._comp_cost_ns) >> _EWMA_SHIFT
 
-    async def _compress_offloaded(self, comp: Codec, pages: Sequence[bytes]) -> list[bytes | None]:
-        """Compress on worker threads; None marks same-filled pages."""
+    async def _compress_offloaded(
+        self, comp: Codec, data: bytes, pos: int, count: int
+    ) -> tuple[list[int], list[bytes]]:
+        """`compress_run` of the batch, in two halves on worker threads."""
+        half = (count + 1) // 2
+        compress = comp.compress
+        parts: list[tuple[list[int], list[bytes]]] = [([], []), ([], [])]
 
-        def work(chunk: Sequence[bytes]) -> tuple[list[bytes | None], int]:
-            t0 = time.perf_counter_ns()
-            out: list[bytes | None] = []
-            compress = comp.compress
-            for page in chunk:
-                w = page[:8]
-                if w == page[-8:] and w * PAGE_WORDS == page:
-                    out.append(None)
-                else:
-                    out.append(compress(page))
-            return out, time.perf_counter_ns() - t0
-
-        half = (len(pages) + 1) // 2
-        parts: list[tuple[list[bytes | None], int]] = [([], 0), ([], 0)]
-
-        async def run(slot: int, chunk: Sequence[bytes]) -> None:
-            parts[slot] = await trio.to_thread.run_sync(work, chunk)
+        async def run(slot: int, start: int, n: int) -> None:
+            parts[slot] = await trio.to_thread.run_sync(
+                compress_run, compress, data, pos + (start << PAGE_SHIFT), n
+            )
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, 0, pages[:half])
-            if half < len(pages):
-                nursery.start_soon(run, 1, pages[half:])
-        self._learn_cost(parts[0][1] + parts[1][1], len(pages))
-        return parts[0][0] + parts[1][0]
+            nursery.start_soon(run, 0, 0, half)
+            if half < count:
+                nursery.start_soon(run, 1, half, count - half)
+        return parts[0][0] + [half + k for k in parts[1][0]], parts[0][1] + parts[1][1]
 
     def _store(
         self, table: SlotTable, pool: ZsPool, idx: int, page: bytes, compressed: bytes | None
@@ -872,6 +1179,8 @@ def read_dictionary(path: bytes) -> bytes:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
             raise einval("dict: not a regular file")
+        if _on_zramfs(st.st_dev):  # the image or an attribute of a zramfs mount
+            raise einval("dict: a file inside a zramfs mount")
         if st.st_size > MAX_DICT_SIZE:
             raise einval(f"dict: larger than {MAX_DICT_SIZE} bytes")
         chunks = []

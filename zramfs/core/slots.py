@@ -79,6 +79,22 @@ class SlotTable:
     def actime(self, i: int) -> int:
         return self.attr[i] >> ACTIME_SHIFT
 
+    def clear(self, first: int, stop: int) -> bool:
+        """True if every slot of ``[first, stop)`` has an all-zero attr word:
+        nothing stored, no flags, nobody holding or waiting for its lock.
+        (One memcmp per 512 slots.)"""
+        raw = self._maps[1]
+        for lo in range(first, stop, _SCAN):
+            hi = min(lo + _SCAN, stop)
+            if raw[lo * 8 : hi * 8] != _ZERO_WORDS[: (hi - lo) * 8]:
+                return False
+        return True
+
+    def only_bits(self, first: int, stop: int, bits: int) -> bool:
+        """True if every attr word of ``[first, stop)`` is exactly ``bits``
+        (e.g. WRITER: held by the caller, nothing stored, nobody waiting)."""
+        return self.attr[first:stop].tolist() == [bits] * (stop - first)
+
     def touched(self, first: int, stop: int) -> Iterator[tuple[int, int]]:
         """Sub-ranges of ``[first, stop)`` whose attr words may be non-zero.
 

@@ -78,8 +78,10 @@ from __future__ import annotations
 
 import errno
 import heapq
+import itertools
 import mmap
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from zramfs.errors import ZramError
@@ -96,6 +98,8 @@ __all__ = [
     "MIN_CHAIN_SIZE",
     "MAX_CHAIN_SIZE",
     "OWNER_MAX",
+    "HANDLE_SEG_SHIFT",
+    "HANDLE_OFF_MASK",
     "SizeClass",
     "ClassStat",
     "ZsPool",
@@ -143,11 +147,17 @@ _H_SEG_LIMIT = 1 << (63 - _H_SEG_SHIFT)
 # Offsets are multiples of 8 (class sizes of 16, header of 8), so
 # ``handle >> 4`` is the data's u64-word offset.
 _H_WORD_MASK = _H_OFF_MASK >> 3
+#: Public names of the handle layout, for `ZsPool.segment_views` users.
+HANDLE_SEG_SHIFT = _H_SEG_SHIFT
+HANDLE_OFF_MASK = _H_OFF_MASK
 
 # Arena segments: 2 MiB <= segment < 4 MiB, a power-of-two number of zspages
 # (so offsets fit the handle's 22 bits).
 _SEGMENT_MIN_BYTES = 2 << 20
 
+_groupby = itertools.groupby
+_repeat = itertools.repeat
+_eq = operator.eq
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _MADV_DONTNEED = mmap.MADV_DONTNEED
@@ -159,7 +169,6 @@ _populate_write = True  # cleared on the first EINVAL (older kernel)
 # (writes: read-only; header probes: IndexError) instead of touching memory.
 _NO_SEGMENT = memoryview(b"")
 _NO_WORDS = _NO_SEGMENT.cast("Q")
-
 
 # ---------------------------------------------------------------------------
 # The class table (zs_create_pool)
@@ -343,7 +352,7 @@ class _Class:
         "spec", "index", "size", "ppz", "objs", "huge", "cap", "hdr", "wsize",
         "whdr", "zbytes", "zwords",
         "shift", "smask", "seg_bytes", "fg", "groups", "mask", "inuse",
-        "freeobj", "howner", "segs", "qvs", "gseg", "hbase", "seg_live",
+        "freeobj", "howner", "segs", "qvs", "bvs", "gseg", "hbase", "seg_live",
         "free_slots", "spare", "nzspages", "allocated", "used",
     )  # fmt: skip
 
@@ -379,6 +388,7 @@ class _Class:
         self.howner: list[int] = []
         self.segs: list[mmap.mmap | None] = []
         self.qvs: list[memoryview] = []  # segments as u64 words (headers)
+        self.bvs: list[memoryview] = []  # segments as bytes (object data)
         self.gseg: list[int] = []  # class segment -> pool-wide segment number
         # class segment -> handle of offset 0 (segment number, header, tag);
         # a handle is hbase[si] + 2 * object_offset.
@@ -423,10 +433,19 @@ class ZsPool:
             by_index[class_of_index[get_size_class_index(max(n, 1) + ZS_HANDLE_SIZE)]]
             for n in range(ZS_MAX_ALLOC_SIZE + 1)
         ]
+        # request size -> position of its class in _classes (store_many's sort key)
+        ordinal = {id(c): i for i, c in enumerate(self._classes)}
+        self._ord_by_size = [ordinal[id(c)] for c in self._by_size]
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._pages = 0
+        #: High-water mark of `total_pages` since the owner last set it (the
+        #: device sets it to the current total before a run of stores and
+        #: reads it afterwards: pages only grow in malloc, so that is the
+        #: maximum over every store attempt of the run, without a
+        #: `total_pages` call per page).
+        self.peak_pages = 0
         # Pool-wide segment table, indexed by the handle's segment number:
         # the byte view (read/write), (class, first slot, u64-word view) for
         # free/owner, and the data capacity of the class's objects (write's
@@ -519,17 +538,245 @@ class ZsPool:
             self.write(handle, data.cast("B"))
 
     def store(self, data: bytes | bytearray | memoryview, owner: int) -> int:
-        """``malloc(len(data), owner)`` + ``write``; returns the handle."""
-        handle = self.malloc(len(data), owner)
-        off = (handle >> 1) & _H_OFF_MASK
+        """``malloc(len(data), owner)`` + ``write``; returns the handle.
+
+        The device's per-page store: `malloc`'s code inlined (one Python frame
+        instead of two, the copy addressed from the slot just taken instead of
+        decoding the handle again).  Keep the two in step.
+        """
+        size = len(data)
+        if (size - 1) >> PAGE_SHIFT or owner >> 63:
+            self._bad_malloc(size, owner)
+        c = self._by_size[size]
+        m = c.mask
+        if m:
+            g = m.bit_length() - 1
+            d = c.groups[g]
+            s, _ = d.popitem()
+        else:
+            s = self._alloc_zspage(c)
+            g = 0
+            d = c.groups[0]
+        inuse = c.inuse
+        n = inuse[s] + 1
+        inuse[s] = n
+        fo = c.freeobj
+        w = fo[s]
+        si = s >> c.shift
+        if c.huge:
+            c.howner[s] = owner
+        else:
+            q = c.qvs[si]
+            link = q[w]
+            fo[s] = (link >> 1) - 1 if link else w + c.wsize
+            q[w] = (owner << 1) | 1
+        c.used += 1
+        ng = c.fg[n]
+        if ng == g:
+            d[s] = None
+        else:
+            if g and not d:
+                m ^= 1 << g
+            if ng != ZS_INUSE_RATIO_100:
+                c.groups[ng][s] = None
+                m |= 1 << ng
+            c.mask = m
+        handle: int = c.hbase[si] + (w << 4)
+        off = (w << 3) + c.hdr
         try:
-            self._mvs[handle >> _H_SEG_SHIFT][off : off + len(data)] = data
+            c.bvs[si][off : off + size] = data
         except (ValueError, TypeError):
+            # A memoryview of another format: len() counted items, not bytes.
             self.free(handle)
-            if not isinstance(data, memoryview):
+            if not isinstance(data, memoryview) or data.format == "B":
                 raise
             return self.store(data.cast("B"), owner)
         return handle
+
+    def store_many(
+        self,
+        blobs: Sequence[bytes | memoryview],
+        sizes: Sequence[int],
+        owners: Sequence[int],
+    ) -> list[int]:
+        """`store` of every ``blobs[k]`` (``sizes[k]`` bytes) for ``owners[k]``, at once.
+
+        Exactly the pool state that storing them one by one, in order, leaves
+        behind (same zspages, same objects, same fullness lists and order),
+        because classes are independent and, with nothing freed in between,
+        the zspage a class's next object goes to is the one its previous object
+        went to until that one is full.  So the objects are grouped by class
+        (stable, so in order within a class) and each zspage is taken off its
+        fullness list once, filled, and put back once, instead of once per
+        object.  Only the segment each class's new zspages land in may differ
+        in number from the one-by-one order (handles are opaque).
+
+        Trusted batch API for the device: every blob is bytes-like with
+        ``sizes[k] == len(blob)`` bytes.  Returns the handles, in input order.
+        """
+        count = len(sizes)
+        if not count:
+            return []
+        if min(sizes) < 1 or max(sizes) > ZS_MAX_ALLOC_SIZE:
+            raise ValueError("store_many: sizes must be 1..PAGE_SIZE")
+        if min(owners) < 0 or max(owners) > OWNER_MAX:
+            raise ValueError(f"store_many: owners must be 0..{OWNER_MAX}")
+        handles = [0] * count
+        keys = list(map(self._ord_by_size.__getitem__, sizes))
+        order = sorted(range(count), key=keys.__getitem__)
+        classes = self._classes
+        try:
+            for ci, group in _groupby(order, keys.__getitem__):
+                c = classes[ci]
+                ks = list(group)
+                if c.huge:
+                    self._store_huge(c, ks, blobs, sizes, owners, handles)
+                    continue
+                i = 0
+                m = len(ks)
+                # find_get_zspage(): the fullest partial zspages first ...
+                while i < m and c.mask:
+                    g = c.mask.bit_length() - 1
+                    d = c.groups[g]
+                    z, _ = d.popitem()
+                    if not d:
+                        c.mask ^= 1 << g
+                    i = self._fill(c, z, ks, i, blobs, sizes, owners, handles)
+                # ... then new ones, allocated together (one heap walk, one
+                # populate per run of neighbouring slots).
+                if i < m:
+                    runs = self._alloc_zspages(c, -(-(m - i) // c.objs))
+                    fresh = [z for z0, nz in runs for z in range(z0, z0 + nz)]
+                    for j, z in enumerate(fresh):
+                        try:
+                            i = self._fill(c, z, ks, i, blobs, sizes, owners, handles)
+                        except BaseException:
+                            for unused in fresh[j + 1 :]:
+                                self._free_zspage(c, unused)
+                            raise
+        except BaseException:
+            # Only a blob that is not what the caller promised, or ENOMEM
+            # from the arena, gets here: undo.
+            for h in handles:
+                if h:
+                    self.free(h)
+            raise
+        return handles
+
+    def _fill(
+        self,
+        c: _Class,
+        z: int,
+        ks: list[int],
+        i: int,
+        blobs: Sequence[bytes | memoryview],
+        sizes: Sequence[int],
+        owners: Sequence[int],
+        handles: list[int],
+    ) -> int:
+        """`store_many`: objects ``ks[i:]`` into zspage ``z`` (taken off its
+        fullness list, or new) until it is full; returns the next ``i``.
+
+        ``z`` then goes back at the tail of the list its new fullness says,
+        where ``fix_fullness_group`` after each one-by-one malloc would have
+        left it.
+        """
+        n = c.inuse[z]
+        w = c.freeobj[z]
+        si = z >> c.shift
+        q = c.qvs[si]
+        bv = c.bvs[si]
+        hb = c.hbase[si]
+        hdr = c.hdr
+        wsize = c.wsize
+        stop = min(len(ks), i + c.objs - n)
+        start = i
+        try:
+            for k in ks[i:stop]:
+                # obj_malloc(): copy (first: it may fail), pop the free list,
+                # stamp the header.
+                o = (w << 3) + hdr
+                bv[o : o + sizes[k]] = blobs[k]
+                link = q[w]
+                q[w] = (owners[k] << 1) | 1
+                handles[k] = hb + (w << 4)
+                w = (link >> 1) - 1 if link else w + wsize
+                i += 1
+        finally:
+            n += i - start
+            c.used += i - start
+            c.inuse[z] = n
+            c.freeobj[z] = w
+            g = c.fg[n]
+            if not n:  # a new zspage whose first copy failed: give it back
+                self._free_zspage(c, z)
+            elif g != ZS_INUSE_RATIO_100:
+                c.groups[g][z] = None
+                c.mask |= 1 << g
+        return i
+
+    def _store_huge(
+        self,
+        c: _Class,
+        ks: list[int],
+        blobs: Sequence[bytes | memoryview],
+        sizes: Sequence[int],
+        owners: Sequence[int],
+        handles: list[int],
+    ) -> None:
+        """`store_many` for a huge class: one object per zspage, so one new
+        zspage each, and a run of neighbouring ones is written with one copy
+        when the objects fill their slots (raw pages)."""
+        i = 0
+        shift = c.shift
+        smask = c.smask
+        zbytes = c.zbytes
+        zwords = c.zwords
+        full = all(map(_eq, map(sizes.__getitem__, ks), _repeat(c.cap)))
+        runs = self._alloc_zspages(c, len(ks))
+        try:
+            for z0, nz in runs:
+                si = z0 >> shift
+                bv = c.bvs[si]
+                w0 = (z0 & smask) * zwords
+                run = ks[i : i + nz]
+                if full:
+                    o = w0 << 3
+                    bv[o : o + nz * zbytes] = b"".join(map(blobs.__getitem__, run))
+                else:
+                    o = w0 << 3
+                    for k in run:
+                        bv[o : o + sizes[k]] = blobs[k]
+                        o += zbytes
+                c.howner[z0 : z0 + nz] = map(owners.__getitem__, run)
+                c.inuse[z0 : z0 + nz] = _repeat(1, nz)
+                c.used += nz
+                h = c.hbase[si] + (w0 << 4)
+                step = zwords << 4
+                for k in run:
+                    handles[k] = h
+                    h += step
+                i += nz
+        except BaseException:
+            # Give back the zspages not handed out yet (the caller frees the rest).
+            j = 0
+            for z0, nz in runs:
+                for z in range(z0, z0 + nz):
+                    if j >= i:
+                        self._free_zspage(c, z)
+                    j += 1
+            raise
+
+    def segment_views(self) -> list[memoryview]:
+        """The byte view of every segment, indexed by ``handle >> HANDLE_SEG_SHIFT``.
+
+        For a caller's own read loop (the device's): the object of ``handle``
+        starts at ``(handle >> 1) & HANDLE_OFF_MASK`` of its segment's view,
+        which is exactly what `read` slices.  The list is the pool's own and
+        is updated in place; the views in it follow `read`'s rule: valid
+        until the next malloc/free/compact/close, never across an ``await``.
+        """
+        return self._mvs
 
     def read(self, handle: int, size: int) -> memoryview:
         """Zero-copy view of the object's first ``size`` data bytes.
@@ -653,8 +900,85 @@ class ZsPool:
         c.freeobj[s] = base >> 3  # init_zspage(): freeobj = object 0, chain 0 -> 1 -> 2 ...
         c.nzspages += 1
         c.allocated += c.objs
-        self._pages += c.ppz
+        pages = self._pages + c.ppz
+        self._pages = pages
+        if pages > self.peak_pages:
+            self.peak_pages = pages
         return s
+
+    def _alloc_zspages(self, c: _Class, n: int) -> list[tuple[int, int]]:
+        """``n`` times `_alloc_zspage` at once (`store_many`).
+
+        The same slots, taken from the heap in the same order; returned as
+        runs ``(first slot, count)`` of neighbouring slots in one segment,
+        each made resident with one ``MADV_POPULATE_WRITE`` call (faulting a
+        run page by page, or one call per zspage, costs more).  On failure
+        nothing is allocated.
+        """
+        global _populate_write
+        if n == 1:
+            return [(self._alloc_zspage(c), 1)]
+        heap = c.free_slots
+        slots: list[int] = []
+        while len(slots) < n:
+            if not heap:
+                self._grow(c)
+            slots += [_heappop(heap) for _ in range(min(n - len(slots), len(heap)))]
+        shift = c.shift
+        runs: list[tuple[int, int]] = []
+        start = prev = slots[0]
+        for z in slots[1:]:
+            if z != prev + 1 or z >> shift != start >> shift:
+                runs.append((start, prev - start + 1))
+                start = z
+            prev = z
+        runs.append((start, prev - start + 1))
+        zbytes = c.zbytes
+        done = 0
+        try:
+            for z0, nz in runs:
+                si = z0 >> shift
+                mm = c.segs[si]
+                if mm is None:
+                    mm = self._map_segment(c, si)
+                base = (z0 & c.smask) * zbytes
+                length = nz * zbytes
+                if _populate_write:
+                    try:
+                        mm.madvise(_MADV_POPULATE_WRITE, base, length)
+                    except OSError as e:
+                        if e.errno != errno.EINVAL:
+                            mm.madvise(_MADV_DONTNEED, base, length)
+                            raise ZramError(errno.ENOMEM, f"zspage allocation: {e}") from e
+                        _populate_write = False
+                if not _populate_write:
+                    for p in range(base, base + length, PAGE_SIZE):
+                        mm[p] = 0
+                done += 1
+        except BaseException:
+            for z0, nz in runs[:done]:
+                mm = c.segs[z0 >> shift]
+                assert mm is not None
+                mm.madvise(_MADV_DONTNEED, (z0 & c.smask) * zbytes, nz * zbytes)
+            for z in slots:
+                _heappush(heap, z)
+            raise
+        zwords = c.zwords
+        for z0, nz in runs:
+            si = z0 >> shift
+            c.seg_live[si] += nz
+            if c.spare == si:
+                c.spare = -1
+            w0 = (z0 & c.smask) * zwords
+            # init_zspage(): freeobj = object 0, chain 0 -> 1 -> 2 ...
+            c.freeobj[z0 : z0 + nz] = range(w0, w0 + nz * zwords, zwords)
+        c.nzspages += n
+        c.allocated += n * c.objs
+        pages = self._pages + n * c.ppz
+        self._pages = pages
+        if pages > self.peak_pages:
+            self.peak_pages = pages
+        return runs
 
     def _free_zspage(self, c: _Class, s: int) -> None:
         """``__free_zspage``: return the pages to the system (they read as zeros)."""
@@ -688,6 +1012,7 @@ class ZsPool:
         first = si << c.shift
         c.segs.append(None)
         c.qvs.append(_NO_WORDS)
+        c.bvs.append(_NO_SEGMENT)
         c.gseg.append(gs)
         c.hbase.append((gs << _H_SEG_SHIFT) + (c.hdr << 1) + 1)
         c.seg_live.append(0)
@@ -728,6 +1053,7 @@ class ZsPool:
 
     def _set_views(self, c: _Class, si: int, mv: memoryview, q: memoryview) -> None:
         c.qvs[si] = q
+        c.bvs[si] = mv
         gs = c.gseg[si]
         self._mvs[gs] = mv
         self._seg_info[gs] = (c, si << c.shift, q)
