@@ -165,6 +165,33 @@ _MADV_NOHUGEPAGE: int | None = getattr(mmap, "MADV_NOHUGEPAGE", None)
 # MADV_POPULATE_WRITE (Linux 5.14; the mmap module has no constant for it yet).
 _MADV_POPULATE_WRITE: int = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 _populate_write = True  # cleared on the first EINVAL (older kernel)
+
+
+def _dontneed(mm: mmap.mmap, offset: int, length: int) -> None:
+    """``madvise(MADV_DONTNEED)``, also when the daemon runs under ``mlockall``.
+
+    ``zramfs mount --mlock`` locks all memory (``MCL_FUTURE|MCL_ONFAULT``) so
+    the daemon can never be swapped out through itself; the kernel refuses
+    DONTNEED on such ``VM_LOCKED`` ranges with EINVAL.  There the range is
+    unlocked, dropped and locked again *on fault* (``mlock2(MLOCK_ONFAULT)``):
+    the pages still go back to the system, and the next ones are locked too.
+    """
+    try:
+        mm.madvise(_MADV_DONTNEED, offset, length)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        anchor = ctypes.c_char.from_buffer(mm)
+        addr = ctypes.c_void_p(ctypes.addressof(anchor) + offset)
+        del anchor
+        size = ctypes.c_size_t(length)
+        if libc.munlock(addr, size) != 0:
+            raise OSError(ctypes.get_errno(), "munlock") from e
+        mm.madvise(_MADV_DONTNEED, offset, length)
+        libc.mlock2(addr, size, 1)  # MLOCK_ONFAULT; best effort (kernel >= 4.4)
 # A stand-in for an unmapped segment: any access through a stale handle fails
 # (writes: read-only; header probes: IndexError) instead of touching memory.
 _NO_SEGMENT = memoryview(b"")
@@ -885,7 +912,7 @@ class ZsPool:
                     mm.madvise(_MADV_POPULATE_WRITE, base, c.zbytes)
                 except OSError as e:
                     if e.errno != errno.EINVAL:
-                        mm.madvise(_MADV_DONTNEED, base, c.zbytes)
+                        _dontneed(mm, base, c.zbytes)
                         raise ZramError(errno.ENOMEM, f"zspage allocation: {e}") from e
                     _populate_write = False
             if c.ppz == 1 or not _populate_write:
@@ -948,7 +975,7 @@ class ZsPool:
                         mm.madvise(_MADV_POPULATE_WRITE, base, length)
                     except OSError as e:
                         if e.errno != errno.EINVAL:
-                            mm.madvise(_MADV_DONTNEED, base, length)
+                            _dontneed(mm, base, length)
                             raise ZramError(errno.ENOMEM, f"zspage allocation: {e}") from e
                         _populate_write = False
                 if not _populate_write:
@@ -959,7 +986,7 @@ class ZsPool:
             for z0, nz in runs[:done]:
                 mm = c.segs[z0 >> shift]
                 assert mm is not None
-                mm.madvise(_MADV_DONTNEED, (z0 & c.smask) * zbytes, nz * zbytes)
+                _dontneed(mm, (z0 & c.smask) * zbytes, nz * zbytes)
             for z in slots:
                 _heappush(heap, z)
             raise
@@ -985,7 +1012,7 @@ class ZsPool:
         si = s >> c.shift
         mm = c.segs[si]
         assert mm is not None
-        mm.madvise(_MADV_DONTNEED, (s & c.smask) * c.zbytes, c.zbytes)
+        _dontneed(mm, (s & c.smask) * c.zbytes, c.zbytes)
         _heappush(c.free_slots, s)
         c.nzspages -= 1
         c.allocated -= c.objs
