@@ -1255,3 +1255,96 @@ async def test_attribute_table_dispatches_to_the_device() -> None:
     assert store is not None and show is not None
     await store(dev, b"64K\n")
     assert dev.disksize == 65536 and len(show(dev).split()) == 9
+
+
+# =========================================================================== batched data path
+
+
+def _mixed_pages(seed: int, n: int) -> list[bytes]:
+    """Text, incompressible (huge), zero and word-filled pages, shuffled."""
+    r = random.Random(seed)
+    out = []
+    for k in range(n):
+        kind = r.random()
+        if kind < 0.5:
+            out.append(text(seed * 1000 + k, PAGE))
+        elif kind < 0.7:
+            out.append(rand_page(seed * 1000 + k))
+        elif kind < 0.85:
+            out.append(bytes(PAGE))
+        else:
+            out.append(r.randbytes(8) * (PAGE // 8))
+    return out
+
+
+def _slot_words(dev: ZramDevice) -> list[tuple[int, int]]:
+    """Each slot's size and flags (not the handle: segment numbers may differ)."""
+    t = table(dev)
+    return [(t.attr[i] & 0xFFFFFFFF, t.handle[i] if t.attr[i] & (1 << 13) else 0)
+            for i in range(t.npages)]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_batched_and_page_by_page_writes_agree(seed: int) -> None:
+    """A request into empty slots is stored at once (compress_run + store_many);
+    a mem_limit forces page by page; offloading compresses on worker threads.
+    All three leave the same mm_stat, slot words and data."""
+    pages = _mixed_pages(seed, 300)
+    data = b"".join(pages)
+    devs = [await new_dev(b"2M") for _ in range(3)]
+    await devs[1].store_mem_limit(b"1G")
+    devs[2]._comp_cost_ns = 10**9
+    for dev in devs:
+        for off in range(0, 2 << 20, 1 << 20):  # two 1 MiB requests, then a tail
+            await dev.write(off, data[off : off + (1 << 20)])
+        await dev.write(2 << 20, b"")  # (nothing)
+    stats = [mm(dev) for dev in devs]
+    for s in stats:
+        s[3] = 0  # mem_limit
+    assert stats[0] == stats[1] == stats[2]
+    assert _slot_words(devs[0]) == _slot_words(devs[1]) == _slot_words(devs[2])
+    for dev in devs:
+        assert await dev.read(0, len(data[: 2 << 20])) == data[: 2 << 20]
+        assert_no_locks(dev)
+
+
+async def test_overwrite_frees_old_objects_in_order() -> None:
+    """Page by page over full slots: every kind of old content replaced by
+    every kind of new one; the counters follow and memory is given back."""
+    dev = await new_dev(b"1M")
+    first = _mixed_pages(1, 256)
+    second = _mixed_pages(2, 256)
+    await dev.write(0, b"".join(first))
+    await dev.write(0, b"".join(second))
+    assert await dev.read(0, 256 * PAGE) == b"".join(second)
+    ref = await new_dev(b"1M")
+    await ref.write(0, b"".join(second))
+    s, r = mm(dev), mm(ref)
+    assert s[0] == r[0] and s[1] == r[1] and s[5] == r[5] and s[7] == r[7]
+    assert s[8] == mm(ref)[8] + sum(len(create_codec("lz4").compress(p)) >= dev.huge_class_size
+                                    for p in first if p != p[:8] * (PAGE // 8))  # fmt: skip
+    await dev.discard(0, 256 * PAGE)
+    assert mm(dev)[:3] == [0, 0, 0]
+    assert_no_locks(dev)
+
+
+async def test_offload_decision_is_measured_per_codec() -> None:
+    """Long batches take the way measured cheaper; every _EXPLORE-th the other."""
+    from zramfs.core import device as device_mod
+
+    saved = dict(device_mod._offload_stats)
+    device_mod._offload_stats.clear()
+    try:
+        dev = await new_dev(b"4M")
+        dev._comp_cost_ns = 10**9  # "expensive": the first long batch tries offloading
+        await dev.write(0, TEXT_PAGE * 8)
+        stats = device_mod._offload_stats[("lz4", 1)]
+        assert stats[0] > 0 and stats[1] == 1
+        measured = stats[0]
+        dev._comp_cost_ns = measured - 1  # inline now looks cheaper
+        await dev.write(0, TEXT_PAGE * 8)
+        assert stats == [measured, 2]  # went inline: the offloaded figure is untouched
+        assert await dev.read(0, 8 * PAGE) == TEXT_PAGE * 8
+    finally:
+        device_mod._offload_stats.clear()
+        device_mod._offload_stats.update(saved)

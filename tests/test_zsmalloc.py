@@ -619,3 +619,102 @@ def test_free_unmaps_empty_segments_and_close_releases() -> None:
     h = p.store(b"again", 2)
     assert bytes(p.read(h, 5)) == b"again" and p.total_pages() == 1
     p.close()
+
+
+# ---------------------------------------------------------------------------
+# store_many: a batch leaves exactly the state of one-by-one stores
+# ---------------------------------------------------------------------------
+
+
+def _pool_state(p: ZsPool) -> list[object]:
+    """Everything malloc/free/compaction decide, per class, plus the totals."""
+    out: list[object] = [p.total_pages(), p.peak_pages]
+    for c in p._classes:
+        out.append(
+            (
+                c.index,
+                [list(d) for d in c.groups],  # fullness lists, in order
+                c.mask,
+                {
+                    s: (n, c.freeobj[s], c.howner[s] if c.huge else 0)
+                    for s, n in enumerate(c.inuse)
+                    if n
+                },
+                (c.used, c.allocated, c.nzspages, c.spare, list(c.seg_live), sorted(c.free_slots)),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_store_many_equals_one_by_one(seed: int) -> None:
+    rng = random.Random(seed)
+    a = ZsPool(rng.choice([4, 8, 16]))
+    b = ZsPool(a.chain_size)
+    live: dict[int, tuple[int, int, int]] = {}
+    owner = 0
+    try:
+        for _ in range(rng.randrange(1, 8)):
+            n = rng.randrange(1, 300)
+            sizes = [
+                PAGE_SIZE if r < 0.15 else rng.randrange(1, PAGE_SIZE + 1) if r < 0.3
+                else rng.choice([100, 700, 2000, 3000, 3700])
+                for r in (rng.random() for _ in range(n))
+            ]  # fmt: skip
+            blobs: list[bytes | memoryview] = [payload(owner + k, s) for k, s in enumerate(sizes)]
+            blobs = [memoryview(x) if rng.random() < 0.3 else x for x in blobs]
+            owners = list(range(owner, owner + n))
+            owner += n
+            ha = [a.store(x, o) for x, o in zip(blobs, owners, strict=True)]
+            hb = b.store_many(blobs, sizes, owners)
+            for o, h1, h2, x in zip(owners, ha, hb, blobs, strict=True):
+                assert bytes(b.read(h2, len(x))) == bytes(x) and b.owner(h2) == o
+                live[o] = (h1, h2, len(x))
+            assert _pool_state(a) == _pool_state(b)
+            for o in rng.sample(sorted(live), k=rng.randrange(0, len(live) // 2 + 1)):
+                h1, h2, _ = live.pop(o)
+                a.free(h1)
+                b.free(h2)
+            assert _pool_state(a) == _pool_state(b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_many_undoes_a_bad_batch(pool: ZsPool) -> None:
+    pool.store_many([payload(1, 100)], [100], [1])
+    before = (pool.class_stats(), pool.total_pages())
+    bad: list[bytes | memoryview] = [
+        payload(2, 100),
+        memoryview(payload(3, 64)).cast("Q"),
+        payload(4, 50),
+        b"x" * PAGE_SIZE,
+    ]
+    with pytest.raises((ValueError, TypeError)):
+        pool.store_many(bad, [100, 64, 50, PAGE_SIZE], [2, 3, 4, 5])
+    assert (pool.class_stats(), pool.total_pages()) == before
+    with pytest.raises(ValueError):
+        pool.store_many([b""], [0], [1])
+    with pytest.raises(ValueError):
+        pool.store_many([b"x"], [1], [-1])
+    assert pool.store_many([], [], []) == []
+
+
+def test_store_many_rss_tracks_total_pages() -> None:
+    """Batched stores make new zspages resident in runs: RSS still equals
+    total_pages (no page ahead of an allocation), and frees give it back."""
+    rng = random.Random(7)
+    p = ZsPool()
+    gc.collect()
+    base = _anon_rss()
+    handles: list[int] = []
+    for b in range(40):
+        sizes = [PAGE_SIZE if rng.random() < 0.2 else rng.randrange(16, 3600) for _ in range(256)]
+        handles += p.store_many([bytes(s) for s in sizes], sizes, range(b * 256, b * 256 + 256))
+    used = p.total_pages() * PAGE_SIZE
+    grown = _anon_rss() - base
+    assert abs(grown - used) <= 0.03 * used, (grown, used)
+    for h in handles:
+        p.free(h)
+    assert p.total_pages() == 0 and _anon_rss() - base <= 0.03 * used
+    p.close()

@@ -677,14 +677,17 @@ class ZramDevice:
         attr = table.attr
         handle = table.handle
         store = pool.store
+        free = pool.free
         huge_size = self.huge_class_size
         actime = self._actime
         limit = self.limit_pages
         allocated = SIZE_MASK | SAME | WB
+        special = SAME | WB  # old content that _slot_free must release
+        mv = memoryview(data)
         idx = first + k
         stop = first + count
         p = pos + (k << PAGE_SHIFT)
-        stored = compr = huge = 0
+        stored = compr = huge = unhuge = 0
         # Pages only grow in malloc, so the high-water mark over this run is
         # mem_used_max's update at every store attempt (kernel: after zs_malloc).
         pool.peak_pages = pool.total_pages()
@@ -693,13 +696,15 @@ class ZramDevice:
                 a = attr[idx]
                 if a & LOCK_MASK:
                     break
-                page = data[p : p + PAGE_SIZE]
-                p += PAGE_SIZE
-                w = page[:8]
-                if w == page[-8:] and w * PAGE_WORDS == page:
-                    self._store(table, pool, idx, page, None)  # same-filled: rare
+                q = p + PAGE_SIZE
+                # page_same_filled(): first word against last, then in full.
+                if data[p : p + 8] == data[q - 8 : q] and data[p : p + 8] * PAGE_WORDS == data[p:q]:
+                    self._store(table, pool, idx, data[p:q], None)  # same-filled: rare
                     idx += 1
+                    p = q
                     continue
+                page = mv[p:q]  # compressed in place, no copy
+                p = q
                 c = compress(page)
                 n = len(c)
                 if n < huge_size:
@@ -708,10 +713,18 @@ class ZramDevice:
                     h = store(page, idx)
                     n = PAGE_SIZE
                 if limit and pool.total_pages() > limit:
-                    pool.free(h)
+                    free(h)
                     raise ZramError(errno.ENOMEM, "mem_limit reached")
                 if a & allocated:
-                    self._slot_free(table, pool, idx)
+                    # slot_free() of the old content, inline for an object in RAM.
+                    if a & special:
+                        self._slot_free(table, pool, idx)
+                    else:
+                        free(handle[idx])
+                        compr -= a & SIZE_MASK
+                        stored -= 1
+                        if a & HUGE:
+                            unhuge += 1
                 handle[idx] = h
                 if n == PAGE_SIZE:
                     attr[idx] = PAGE_SIZE | HUGE | actime
@@ -725,8 +738,8 @@ class ZramDevice:
             st = self.stats
             st.pages_stored += stored
             st.compr_data_size += compr
-            if huge:
-                st.huge_pages += huge
+            if huge or unhuge:
+                st.huge_pages += huge - unhuge
                 st.huge_pages_since += huge
             if pool.peak_pages > st.max_used_pages:
                 st.max_used_pages = pool.peak_pages

@@ -192,6 +192,8 @@ def _dontneed(mm: mmap.mmap, offset: int, length: int) -> None:
             raise OSError(ctypes.get_errno(), "munlock") from e
         mm.madvise(_MADV_DONTNEED, offset, length)
         libc.mlock2(addr, size, 1)  # MLOCK_ONFAULT; best effort (kernel >= 4.4)
+
+
 # A stand-in for an unmapped segment: any access through a stale handle fails
 # (writes: read-only; header probes: IndexError) instead of touching memory.
 _NO_SEGMENT = memoryview(b"")
@@ -716,22 +718,34 @@ class ZsPool:
         hb = c.hbase[si]
         hdr = c.hdr
         wsize = c.wsize
-        stop = min(len(ks), i + c.objs - n)
-        start = i
+        run = ks[i : i + c.objs - n]
+        done = 0
         try:
-            for k in ks[i:stop]:
-                # obj_malloc(): copy (first: it may fail), pop the free list,
-                # stamp the header.
-                o = (w << 3) + hdr
-                bv[o : o + sizes[k]] = blobs[k]
-                link = q[w]
-                q[w] = (owners[k] << 1) | 1
-                handles[k] = hb + (w << 4)
-                w = (link >> 1) - 1 if link else w + wsize
-                i += 1
+            # obj_malloc() for each: copy (first: it may fail), pop the free
+            # list, stamp the header.
+            if q[w]:
+                # Freed objects on the list: follow the links.
+                for k in run:
+                    o = (w << 3) + hdr
+                    bv[o : o + sizes[k]] = blobs[k]
+                    link = q[w]
+                    q[w] = (owners[k] << 1) | 1
+                    handles[k] = hb + (w << 4)
+                    w = (link >> 1) - 1 if link else w + wsize
+                    done += 1
+            else:
+                # The head is untouched, so the whole list is the untouched
+                # tail of init_zspage()'s chain: consecutive objects.
+                for k in run:
+                    o = (w << 3) + hdr
+                    bv[o : o + sizes[k]] = blobs[k]
+                    q[w] = (owners[k] << 1) | 1
+                    handles[k] = hb + (w << 4)
+                    w += wsize
+                    done += 1
         finally:
-            n += i - start
-            c.used += i - start
+            n += done
+            c.used += done
             c.inuse[z] = n
             c.freeobj[z] = w
             g = c.fg[n]
@@ -740,7 +754,7 @@ class ZsPool:
             elif g != ZS_INUSE_RATIO_100:
                 c.groups[g][z] = None
                 c.mask |= 1 << g
-        return i
+        return i + done
 
     def _store_huge(
         self,
