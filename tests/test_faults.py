@@ -707,24 +707,6 @@ def marked(marker: bytes, seed: int = 0) -> bytes:
     return (marker + b"page %d " % seed * 40).ljust(PAGE, b"\0")
 
 
-XFAIL_COUNT_WRITE = pytest.mark.xfail(
-    strict=True,
-    reason="device.py ZramDevice.write counts failed_writes only for ZramError; a codec "
-    "exception of any other type reaches ops._guard as EIO uncounted",
-)
-XFAIL_OFFLOAD_GROUP = pytest.mark.xfail(
-    strict=True,
-    reason="device.py _compress_offloaded runs the codec in a trio nursery: its error "
-    "arrives as an ExceptionGroup, which ZramDevice.write's `except ZramError` misses "
-    "(failed_writes not counted, traceback logged) — on the batches _write_full offloads",
-)
-XFAIL_COUNT_READ = pytest.mark.xfail(
-    strict=True,
-    reason="device.py ZramDevice.read counts failed_reads only for ZramError; a "
-    "decompressor exception of any other type is EIO uncounted",
-)
-
-
 def test_faulty_codec_is_not_listed(fmount: ZramfsMount) -> None:
     """The test hook replaces lz4's implementation; what users see is unchanged."""
     assert fmount.read_attr("comp_algorithm") == "[lz4] lz4hc zstd deflate brotli \n"
@@ -736,7 +718,7 @@ def test_faulty_codec_is_not_listed(fmount: ZramfsMount) -> None:
     "marker",
     [
         pytest.param(faulty.COMPRESS_EIO, id="ZramError"),
-        pytest.param(faulty.COMPRESS_BUG, id="RuntimeError", marks=XFAIL_COUNT_WRITE),
+        pytest.param(faulty.COMPRESS_BUG, id="RuntimeError"),
     ],
 )
 def test_compress_error_single_page(fmount: ZramfsMount, marker: bytes) -> None:
@@ -768,8 +750,8 @@ def test_compress_error_single_page(fmount: ZramfsMount, marker: bytes) -> None:
 @pytest.mark.parametrize(
     "marker",
     [
-        pytest.param(faulty.COMPRESS_EIO, id="ZramError", marks=XFAIL_OFFLOAD_GROUP),
-        pytest.param(faulty.COMPRESS_BUG, id="RuntimeError", marks=XFAIL_OFFLOAD_GROUP),
+        pytest.param(faulty.COMPRESS_EIO, id="ZramError"),
+        pytest.param(faulty.COMPRESS_BUG, id="RuntimeError"),
     ],
 )
 def test_compress_error_in_a_large_write(fmount: ZramfsMount, marker: bytes) -> None:
@@ -806,7 +788,7 @@ def test_compress_error_in_a_large_write(fmount: ZramfsMount, marker: bytes) -> 
     "marker",
     [
         pytest.param(faulty.DECOMPRESS_EIO, id="ZramError"),
-        pytest.param(faulty.DECOMPRESS_BUG, id="RuntimeError", marks=XFAIL_COUNT_READ),
+        pytest.param(faulty.DECOMPRESS_BUG, id="RuntimeError"),
     ],
 )
 def test_decompress_error_on_read(fmount: ZramfsMount, marker: bytes) -> None:

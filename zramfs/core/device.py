@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import operator
 import os
 import stat as stat_mod
@@ -70,6 +71,25 @@ SECTOR_SHIFT = 9
 PAGE_WORDS = PAGE_SIZE // 8
 MAX_DICT_SIZE = 16 << 20  # dictionaries larger than this are refused (EINVAL)
 ZERO_PAGE = bytes(PAGE_SIZE)
+
+log = logging.getLogger(__name__)
+
+
+def io_error(exc: Exception, what: str) -> ZramError:
+    """The `ZramError` a failed page I/O surfaces as.
+
+    A `ZramError` keeps its errno, also when it arrives wrapped in the
+    ExceptionGroup of an offloading nursery.  Anything else is a codec or
+    backing-store bug: it becomes EIO with one log line (no traceback, so a
+    codec failing on every page cannot flood the log), and the caller counts
+    it in failed_reads/failed_writes like the kernel counts any failed bio.
+    """
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, ZramError):
+        return exc
+    log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+    return ZramError(errno.EIO, f"{what} failed: {type(exc).__name__}")
 
 # Whole-batch steps are ``map``s of C functions over repeat()ed constants:
 # operator's functions take the fast call path, where an int's bound
@@ -288,9 +308,12 @@ class ZramDevice:
             self.bstat.start(t0)
             try:
                 out = await self._read_range(table, pool, offset, end)
-            except ZramError:
+            except Exception as exc:
                 self.stats.failed_reads += 1
-                raise
+                err = io_error(exc, "read")
+                if err is exc:
+                    raise
+                raise err from None
             finally:
                 t1 = time.perf_counter_ns()
                 b = self.bstat
@@ -424,11 +447,14 @@ class ZramDevice:
             self.bstat.start(t0)
             try:
                 await self._write_range(table, pool, offset, data[: end - offset])
-            except ZramError as e:
+            except Exception as exc:
                 self.stats.failed_writes += 1
-                if e.errno == errno.ENOMEM:
-                    raise ZramError(errno.EIO, "mem_limit reached") from e
-                raise
+                err = io_error(exc, "write")
+                if err.errno == errno.ENOMEM:
+                    raise ZramError(errno.EIO, "mem_limit reached") from None
+                if err is exc:
+                    raise
+                raise err from None
             finally:
                 t1 = time.perf_counter_ns()
                 b = self.bstat
