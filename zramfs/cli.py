@@ -1,4 +1,4 @@
-"""``zramfs`` command line: mount, umount (ctl, setup, teardown come with their issues)."""
+"""``zramfs`` command line: mount, umount, ctl, setup, teardown, analyze (docs/usage.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import __version__, generator
+from . import __version__, analyze, generator
 from .fs import mounts
 
 DEFAULT_LOG = "/run/zramfs.log"
@@ -127,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"zramfs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("mount", help="mount the zram tree at MNT")
-    m.add_argument("mountpoint", metavar="MNT")
+    m = sub.add_parser("mount", help="mount the zram tree at MNT",
+                       description="Start the zramfs daemon and mount its tree (dev/zramN, "
+                       "sys/block/zramN/...) at the existing directory MNT.")  # fmt: skip
+    m.add_argument("mountpoint", metavar="MNT", help="an existing directory to mount on")
     m.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     m.add_argument("--num-devices", type=int, default=1, metavar="N",
                    help="devices zram0..N-1 to create at start (default 1)")  # fmt: skip
@@ -142,17 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     m.set_defaults(func=_cmd_mount)
 
-    u = sub.add_parser("umount", help="unmount MNT (refused while an image is attached)")
-    u.add_argument("mountpoint", metavar="MNT")
+    u = sub.add_parser("umount", help="unmount MNT (refused while an image is attached)",
+                       description="Unmount the zramfs tree at MNT; its devices' data is "
+                       "lost. Refused while an image is attached or open.")  # fmt: skip
+    u.add_argument("mountpoint", metavar="MNT", help="the zramfs mount point")
     u.set_defaults(func=_cmd_umount)
 
     # zramctl's own option syntax: main() hands everything after "ctl" to ctl.main().
     c = sub.add_parser("ctl", add_help=False, help="util-linux zramctl over a zramfs mount "
                        "(zramfs ctl --help)")  # fmt: skip
-    c.add_argument("args", nargs=argparse.REMAINDER)
+    c.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="zramctl's options and devices (zramfs ctl --help)")  # fmt: skip
     c.set_defaults(func=lambda a: _cmd_ctl(a.args))
 
     generator.add_subparsers(sub)  # setup, teardown
+    analyze.add_subparser(sub)
     return p
 
 

@@ -104,7 +104,9 @@ What teardown does
 
 Exit status: 0 when every device is in place (setup) or gone (teardown), 1 on
 any error, 2 on bad usage. Progress goes to stdout, one line per step;
-warnings and errors to stderr.
+warnings and errors to stderr. When stderr is a terminal, a progress bar
+there counts the devices done and keeps the elapsed time ticking while a
+slow step runs (mounting the zramfs root, mkfs, swapon, swapoff, umount).
 
 The example unit ``examples/zramfs-setup.service`` runs setup at boot and
 teardown at shutdown; ``examples/zram-generator.conf`` is an example CONFIG.
@@ -123,11 +125,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from tqdm import tqdm
 
 from .fs import mounts
 
@@ -991,6 +996,63 @@ def mounts_of(source: str) -> list[str]:
     return [m.mountpoint for m in reversed(mounts.mounts()) if m.source == source]
 
 
+class Progress:
+    """A progress bar over the devices of one run, on stderr, only if that is a terminal.
+
+    Drawn from `start` on (not at all for a run with nothing to do). The step
+    lines keep going to stdout (`write` prints them above the bar); `busy`
+    keeps the bar's elapsed time ticking and names the step while a slow
+    command runs.
+    """
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+        self.bar: tqdm[Any] | None = None
+
+    def start(self, total: int) -> None:
+        if total > 0 and self.bar is None:
+            self.bar = tqdm(total=total, desc=self.prog, unit="device", file=sys.stderr,
+                            leave=False, disable=None, bar_format="{desc}: {n_fmt}/{total_fmt} "
+                            "devices |{bar}| {elapsed}{postfix}")  # fmt: skip
+
+    def write(self, msg: str, file: TextIO) -> None:
+        if self.bar is None or self.bar.disable:
+            print(msg, file=file, flush=True)
+        else:
+            tqdm.write(msg, file=file)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    @contextlib.contextmanager
+    def busy(self, what: str) -> Iterator[None]:
+        bar = self.bar
+        if bar is None or bar.disable:
+            yield
+            return
+        bar.set_postfix_str(what)
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(0.2):
+                bar.refresh()
+
+        t = threading.Thread(target=tick, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
+            bar.set_postfix_str("")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class Session:
     """One setup or teardown run against one zramfs root."""
 
@@ -1000,17 +1062,43 @@ class Session:
         self.prog = prog
         self.state: dict[str, Any] = _new_state(root)
         self.failed = False
+        self.progress: Progress | None = None
 
     # -- output ---------------------------------------------------------------
+    def _out(self, msg: str, file: TextIO) -> None:
+        if self.progress is not None:
+            self.progress.write(msg, file)
+        else:
+            print(msg, file=file, flush=True)
+
     def say(self, msg: str) -> None:
-        print(msg, flush=True)
+        self._out(msg, sys.stdout)
 
     def warn(self, msg: str) -> None:
-        print(f"{self.prog}: warning: {msg}", file=sys.stderr, flush=True)
+        self._out(f"{self.prog}: warning: {msg}", sys.stderr)
 
     def error(self, msg: str) -> None:
         self.failed = True
-        print(f"{self.prog}: error: {msg}", file=sys.stderr, flush=True)
+        self._out(f"{self.prog}: error: {msg}", sys.stderr)
+
+    def busy(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """While a slow step runs: the progress bar's clock ticks (if there is a bar)."""
+        return contextlib.nullcontext() if self.progress is None else self.progress.busy(what)
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance()
+
+    @contextlib.contextmanager
+    def progress_bar(self, total: int) -> Iterator[None]:
+        """A `Progress` over ``total`` devices (0: `Progress.start` later) for the block."""
+        self.progress = Progress(self.prog)
+        self.progress.start(total)
+        try:
+            yield
+        finally:
+            self.progress.close()
+            self.progress = None
 
     def save(self) -> None:
         save_state(self.state_path, self.state)
@@ -1034,7 +1122,8 @@ class Session:
         if show:
             self.say(f"{name}: {' '.join(cmd)}")
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            with self.busy(f"{name}: {cmd[0]}"):
+                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except OSError as e:
             raise DeviceError(f"{name}: cannot run {cmd[0]}: {_strerror(e)}") from None
         if res.returncode != 0:
@@ -1097,7 +1186,8 @@ class Session:
     def unmount_root(self) -> None:
         self.say(f"{self.prog}: unmounting zramfs at {self.root}")
         cmd = [sys.executable, "-m", "zramfs", "umount", self.root]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        with self.busy("unmounting zramfs"):
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise DeviceError(f"cannot unmount {self.root}: {res.stderr.strip()}")
         if self.state.get("created_root"):
@@ -1128,7 +1218,8 @@ class Setup(Session):
             os.makedirs(self.root)
         cmd = [sys.executable, "-m", "zramfs", "mount", "--num-devices", "0", self.root]
         self.say(f"{self.prog}: mounting zramfs at {self.root}")
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        with self.busy("mounting zramfs"):
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             if created:
                 with contextlib.suppress(OSError):
@@ -1383,7 +1474,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     root = os.path.realpath(args.root)
     state_path = Path(args.state) if args.state else default_state_path(root)
     s = Setup(root, state_path, prog)
-    with _locked(state_path):
+    with _locked(state_path), s.progress_bar(len(plan)):
         try:
             old = load_state(state_path, root)
             if old is not None:
@@ -1405,6 +1496,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
                 s.error(str(e))
             except OSError as e:
                 s.error(f"{r.name}: {e}")
+            s.advance()
         leftover = sorted(set(s.state["devices"]) - {r.name for r in plan})
         for name in leftover:
             s.say(f"{name}: set up earlier but not in the configuration now; "
@@ -1426,7 +1518,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     state_path = Path(args.state) if args.state else default_state_path(root)
     config = os.path.abspath(args.config) if args.config is not None else None
     s = Session(root, state_path, prog)
-    with _locked(state_path):
+    with _locked(state_path), s.progress_bar(0):
         try:
             state = load_state(state_path, root)
         except DeviceError as e:
@@ -1440,16 +1532,20 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         names = sorted((n for n, rec in devices.items()
                         if config is None or rec.get("config") in (config, None)),
                        key=lambda n: int(n[4:]), reverse=True)  # fmt: skip
+        if s.progress is not None:
+            s.progress.start(len(names))
         for name in names:
             try:
                 s.undo_device(name, devices[name])
             except DeviceError as e:
                 s.error(f"{e} (kept in {state_path}; run teardown again)")
                 s.save()
+                s.advance()
                 continue
             del devices[name]
             s.save()
             s.say(f"{name}: gone")
+            s.advance()
         if devices:
             if config is not None and not s.failed:
                 s.say(f"{prog}: left devices set up from other configurations: "
