@@ -8,62 +8,31 @@
 # The mount point is $ZRAMFS_ROOT if set, else a fresh /tmp/zramfs-build.XXXXXX.
 # Needs nothing from the network.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ZRAMFS=${ZRAMFS:-.venv/bin/zramfs}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"  # run/say, on_undo/teardown, attach_loop, the EXIT trap
 
 SIZE=256M
 for arg in "$@"; do
     case $arg in
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        -*) echo "build-dir.sh: unknown option $arg" >&2; exit 2 ;;
+        -h|--help) usage; exit 0 ;;
+        -*) die "unknown option $arg" 2 ;;
         *) SIZE=$arg ;;
     esac
 done
 
-if [ -n "${ZRAMFS_ROOT:-}" ]; then
-    MNT=$ZRAMFS_ROOT; mkdir -p "$MNT"; MADE_MNT=0
-else
-    MNT=$(mktemp -d /tmp/zramfs-build.XXXXXX); MADE_MNT=1
-fi
-BUILD=$(mktemp -d /tmp/zramfs-build-dir.XXXXXX)
+zramfs_root /tmp/zramfs-build.XXXXXX  # MNT
+fresh_dir BUILD /tmp/zramfs-build-dir.XXXXXX
 Z=$MNT/sys/block/zram0
-LOOP=""
-FS_MOUNTED=0
-
-wait_released() {  # the loop device lets go of the image asynchronously
-    for _ in $(seq 100); do
-        losetup -j "$MNT/dev/zram0" | grep -q . || return 0
-        sleep 0.05
-    done
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    [ "$FS_MOUNTED" = 1 ] && umount "$BUILD"
-    [ -n "$LOOP" ] && losetup -d "$LOOP" && wait_released
-    [ -e "$Z/reset" ] && echo 1 > "$Z/reset"
-    mountpoint -q "$MNT" && "$ZRAMFS" umount "$MNT"
-    [ "$MADE_MNT" = 1 ] && rmdir "$MNT" 2>/dev/null
-    rmdir "$BUILD" 2>/dev/null
-    exit "$rc"
-}
-trap cleanup EXIT
-
-if [ -t 1 ]; then
-    say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-else
-    say() { printf '\n$ %s\n' "$*"; }
-fi
-run() { say "$*"; eval "$@"; }
 
 run "$ZRAMFS" mount "$MNT"
+on_undo "$ZRAMFS umount $MNT"
 run "echo lz4 > $Z/comp_algorithm"
 run "echo $SIZE > $Z/disksize"
-run "LOOP=\$(losetup --direct-io=on -f --show $MNT/dev/zram0); echo \$LOOP"
+on_undo "echo 1 > $Z/reset"
+attach_loop  # LOOP: zram0's image as a block device
 run mkfs.ext4 -q -m 0 -E lazy_itable_init=0,lazy_journal_init=0 "$LOOP"
 run mount -o noatime,discard "$LOOP" "$BUILD"
-FS_MOUNTED=1
+on_undo "umount $BUILD"
 
 # The "sources": a copy of a few standard-library packages, without caches.
 SRC=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
@@ -76,14 +45,7 @@ OBJECTS=$(find "$BUILD/src" -name '*.pyc' | wc -l)
 echo "built $OBJECTS .pyc files from $SOURCES .py files"
 run du -sh "$BUILD/src"
 run cat "$Z/mm_stat"
-read -r orig compr total _ < "$Z/mm_stat"
-python3 -c "print(f'compression ratio {$orig/max($total,1):.2f}:1 (data / memory used)')"
+print_ratio "$Z/mm_stat"
 
-run umount "$BUILD"
-FS_MOUNTED=0
-run losetup -d "$LOOP"
-LOOP=""
-wait_released
-run "echo 1 > $Z/reset"
-run "$ZRAMFS" umount "$MNT"
+teardown  # umount, losetup -d, echo 1 > reset, zramfs umount
 echo "torn down"

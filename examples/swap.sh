@@ -9,86 +9,38 @@
 # reset, umount); with --keep the swap stays on and the undo commands are
 # printed. On any failure the trap undoes whatever was already set up.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ZRAMFS=${ZRAMFS:-.venv/bin/zramfs}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"  # run/say, on_undo/teardown/keep, attach_loop, the EXIT trap
 
 KEEP=0
 SIZE=256M
 for arg in "$@"; do
     case $arg in
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        -*) echo "swap.sh: unknown option $arg" >&2; exit 2 ;;
+        -h|--help) usage; exit 0 ;;
+        -*) die "unknown option $arg" 2 ;;
         *) SIZE=$arg ;;
     esac
 done
 
-if [ -n "${ZRAMFS_ROOT:-}" ]; then
-    MNT=$ZRAMFS_ROOT; mkdir -p "$MNT"; MADE_MNT=0
-else
-    MNT=$(mktemp -d /tmp/zramfs-swap.XXXXXX); MADE_MNT=1
-fi
+zramfs_root /tmp/zramfs-swap.XXXXXX  # MNT
 Z=$MNT/sys/block/zram0
-LOOP=""
-SWAPON=0
-DONE=0
-
-cleanup() {
-    local rc=$?
-    set +e
-    if [ "$DONE" = 1 ] && [ "$KEEP" = 1 ]; then exit "$rc"; fi
-    [ "$SWAPON" = 1 ] && swapoff "$LOOP"
-    [ -n "$LOOP" ] && losetup -d "$LOOP"
-    # The loop device lets go of the image asynchronously: wait for it.
-    if [ -n "$LOOP" ]; then
-        for _ in $(seq 100); do
-            losetup -j "$MNT/dev/zram0" | grep -q . || break
-            sleep 0.05
-        done
-    fi
-    [ -e "$Z/reset" ] && echo 1 > "$Z/reset"
-    mountpoint -q "$MNT" && "$ZRAMFS" umount "$MNT"
-    [ "$MADE_MNT" = 1 ] && rmdir "$MNT" 2>/dev/null
-    exit "$rc"
-}
-trap cleanup EXIT
-
-if [ -t 1 ]; then
-    say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-else
-    say() { printf '\n$ %s\n' "$*"; }
-fi
-run() { say "$*"; eval "$@"; }
 
 # --mlock: the daemon's own memory must never be swapped out to itself.
 run "$ZRAMFS" mount --mlock "$MNT"
+on_undo "$ZRAMFS umount $MNT"
 run "echo lz4 > $Z/comp_algorithm"
 run "echo $SIZE > $Z/disksize"
-run "LOOP=\$(losetup --direct-io=on -f --show $MNT/dev/zram0); echo \$LOOP"
+on_undo "echo 1 > $Z/reset"
+attach_loop  # LOOP: zram0's image as a block device
 run mkswap "$LOOP"
 run swapon --discard -p 100 "$LOOP"
-SWAPON=1
+on_undo "swapoff $LOOP"
 run cat /proc/swaps
 run cat "$Z/mm_stat"
 
 if [ "$KEEP" = 1 ]; then
-    DONE=1
-    cat <<EOT
-
-swap is on: $LOOP (image $MNT/dev/zram0). To undo:
-  swapoff $LOOP && losetup -d $LOOP && echo 1 > $Z/reset && $ZRAMFS umount $MNT
-EOT
-    exit 0
+    keep "swap is on: $LOOP (image $MNT/dev/zram0)."
 fi
-
-run swapoff "$LOOP"
-SWAPON=0
-run losetup -d "$LOOP"
-for _ in $(seq 100); do
-    losetup -j "$MNT/dev/zram0" | grep -q . || break
-    sleep 0.05
-done
-LOOP=""
-run "echo 1 > $Z/reset"
-run "$ZRAMFS" umount "$MNT"
+teardown  # swapoff, losetup -d, echo 1 > reset, zramfs umount
 echo "torn down"

@@ -143,7 +143,6 @@ def leftovers(tmp_path: Path) -> Iterator[Path]:
 
 def test_swap_tears_down(leftovers: Path) -> None:
     root = leftovers / "root"
-    before = set(proc_swaps())
     out = ok(run_example("swap.sh", SIZE, root=root))
     (loop,) = note_loops(out)
     assert "Setting up swapspace version 1, size = 64 MiB" in out, out
@@ -151,7 +150,13 @@ def test_swap_tears_down(leftovers: Path) -> None:
     assert re.search(rf"^{loop}\s+partition\s+65532\s+\d+\s+100$", out, re.MULTILINE), out
     assert re.search(r"^(\s*\d+){9}$", out, re.MULTILINE), f"no mm_stat line:\n{out}"
     assert out.rstrip().endswith("torn down"), out
-    assert set(proc_swaps()) == before
+    # Teardown is the undos last first (other tests may swap on and off meanwhile:
+    # assert_clean only counts a swap still backed from under root).
+    steps = [ln[2:] for ln in out.splitlines() if ln.startswith("$ ")]
+    assert steps[-4:] == [
+        f"swapoff {loop}", f"losetup -d {loop}", f"echo 1 > {root}/sys/block/zram0/reset",
+        f"{ZRAMFS_CLI} umount {root}",
+    ], steps  # fmt: skip
     assert_clean(root, [loop])
     assert root.is_dir()  # $ZRAMFS_ROOT is the user's: kept
 
@@ -304,9 +309,35 @@ def test_live_ratio_usage(zmount: ZramfsMount, tmp_path: Path) -> None:
     assert res.returncode == 0 and res.stdout.splitlines()[1:] == [], res.stdout
 
 
+SCRIPTS = ("swap.sh", "tmp-ext4.sh", "build-dir.sh", "live-ratio.sh", "demo.sh")
+
+
 def test_examples_are_executable() -> None:
-    for name in ("swap.sh", "tmp-ext4.sh", "build-dir.sh", "live-ratio.sh"):
+    assert shutil.which("bash") is not None
+    for name in SCRIPTS:
         path = EXAMPLES / name
         assert os.access(path, os.X_OK), path
-        assert shutil.which("bash") is not None
         run("bash", "-n", str(path))
+    run("bash", "-n", str(EXAMPLES / "lib.sh"))  # sourced, not run
+
+
+@pytest.mark.parametrize("name", ["swap.sh", "tmp-ext4.sh", "build-dir.sh", "live-ratio.sh"])
+def test_help_is_the_header_comment(name: str, tmp_path: Path) -> None:
+    header = []
+    for line in (EXAMPLES / name).read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line[2:] if line.startswith("# ") else line[1:])
+    # From another directory: lib.sh is found next to the script.
+    res = subprocess.run(
+        ["bash", str(EXAMPLES / name), "--help"],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=script_env(),
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stdout.splitlines() == header, res
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_examples_pass_shellcheck() -> None:
+    paths = [str(EXAMPLES / n) for n in (*SCRIPTS, "lib.sh")]
+    res = subprocess.run(["shellcheck", "-x", *paths], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout
