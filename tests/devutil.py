@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from zramfs.core.attrs import BY_NAME
 from zramfs.core.device import ZramDevice
 from zramfs.core.slots import SlotTable
 from zramfs.core.zsmalloc import ZsPool
@@ -25,3 +26,17 @@ def mm(dev: ZramDevice) -> list[int]:
 def io(dev: ZramDevice) -> list[int]:
     """io_stat's four columns as ints."""
     return [int(x) for x in dev.show_io_stat().split()]
+
+
+async def store(dev: ZramDevice, name: str, buf: bytes) -> None:
+    """Write ``buf`` to attribute ``name`` through its `attrs.ATTRS` declaration."""
+    fn = BY_NAME[name].store
+    assert fn is not None, f"{name} is not writable"
+    await fn(dev, buf)
+
+
+def show(dev: ZramDevice, name: str) -> bytes:
+    """Read attribute ``name`` through its `attrs.ATTRS` declaration."""
+    fn = BY_NAME[name].show
+    assert fn is not None, f"{name} is not readable"
+    return fn(dev)

@@ -22,7 +22,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.devutil import io, mm, pool, table
+from tests.devutil import io, mm, pool, store, table
 from zramfs.backends import BACKEND_NAMES, create_codec
 from zramfs.backends.base import AlgoParams
 from zramfs.core.attrs import ATTRS, BY_NAME, DEBUGFS_ATTRS
@@ -497,8 +497,8 @@ async def test_post_init_only_stores_refuse_before_init() -> None:
         dev.show_block_state()
     assert ei.value.errno == errno.EINVAL
     # writeback / recompress are post-init only as well (EINVAL before ENODEV).
-    await raises(errno.EINVAL, dev.store_writeback, b"idle")
-    await raises(errno.EINVAL, dev.store_recompress, b"type=idle")
+    await raises(errno.EINVAL, store, dev, "writeback", b"idle")
+    await raises(errno.EINVAL, store, dev, "recompress", b"type=idle")
     await dev.store_disksize(b"64K")
     await dev.store_compact(b"anything at all")
 

@@ -16,13 +16,14 @@ import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 import zstandard
 
-from tests.devutil import mm, pool, table
+from tests.devutil import mm, pool, show, store, table
 from zramfs.backends.base import AlgoParams, Buffer, Codec
 from zramfs.core import postprocess
 from zramfs.core.device import ZramDevice
@@ -95,9 +96,9 @@ async def new_dev(
     for prio, p in (params or {}).items():
         await dev.store_algorithm_params(b"priority=%d " % prio + p)
     if backing is not None:
-        await dev.store_backing_dev(os.fsencode(backing))
+        await store(dev, "backing_dev", os.fsencode(backing))
     if compressed:
-        await dev.store_compressed_writeback(b"1")
+        await store(dev, "compressed_writeback", b"1")
     if disksize is not None:
         await dev.store_disksize(disksize)
     return dev
@@ -114,7 +115,7 @@ def backing_file(tmp_path: Path, blocks: int, name: str = "backing") -> Path:
 
 
 def bd(dev: ZramDevice) -> list[int]:
-    out = dev.show_bd_stat()
+    out = show(dev, "bd_stat")
     assert re.fullmatch(rb" *\d{1,} +\d+ +\d+\n", out), out
     return [int(x) for x in out.split()]
 
@@ -205,39 +206,39 @@ def slow_secondary(dev: ZramDevice, prio: int, delay: float) -> SlowCodec:
 async def test_recompress_errno_and_check_order() -> None:
     dev = ZramDevice(0)
     # Parsing comes first, then the threshold check, then init.
-    await raises(errno.EINVAL, dev.store_recompress, b"type")
-    await raises(errno.EINVAL, dev.store_recompress, b"type=")
-    await raises(errno.EINVAL, dev.store_recompress, b"max_pages=x")
-    await raises(errno.ERANGE, dev.store_recompress, b"max_pages=18446744073709551616")
-    await raises(errno.ERANGE, dev.store_recompress, b"threshold=4294967296")
-    await raises(errno.EINVAL, dev.store_recompress, b"priority=-1")
-    await raises(errno.EINVAL, dev.store_recompress, b"threshold=%d" % HUGE_CLASS_SIZE)
-    await raises(errno.EINVAL, dev.store_recompress, b"")  # uninitialized
+    await raises(errno.EINVAL, store, dev, "recompress", b"type")
+    await raises(errno.EINVAL, store, dev, "recompress", b"type=")
+    await raises(errno.EINVAL, store, dev, "recompress", b"max_pages=x")
+    await raises(errno.ERANGE, store, dev, "recompress", b"max_pages=18446744073709551616")
+    await raises(errno.ERANGE, store, dev, "recompress", b"threshold=4294967296")
+    await raises(errno.EINVAL, store, dev, "recompress", b"priority=-1")
+    await raises(errno.EINVAL, store, dev, "recompress", b"threshold=%d" % HUGE_CLASS_SIZE)
+    await raises(errno.EINVAL, store, dev, "recompress", b"")  # uninitialized
     await dev.store_disksize(b"1M")
-    await raises(errno.EINVAL, dev.store_recompress, b"")  # no secondary algorithm
-    await raises(errno.EINVAL, dev.store_recompress, b"type=huge")
+    await raises(errno.EINVAL, store, dev, "recompress", b"")  # no secondary algorithm
+    await raises(errno.EINVAL, store, dev, "recompress", b"type=huge")
 
     dev = await new_dev(secondaries=("zstd",))
-    await dev.store_recompress(b"")
-    await dev.store_recompress(b"type=idle\n")
-    await dev.store_recompress(b"threshold=%d" % (HUGE_CLASS_SIZE - 1))
-    await dev.store_recompress(b"priority=0")  # 0 means 1
-    await dev.store_recompress(b"priority=1 algo=zstd")
-    await dev.store_recompress(b"unknown=key type=whatever")  # ignored / no filter
-    await raises(errno.EINVAL, dev.store_recompress, b"priority=2")
-    await raises(errno.EINVAL, dev.store_recompress, b"algo=brotli")
-    await raises(errno.EINVAL, dev.store_recompress, b"algo=lz4")  # the primary is not searched
-    await raises(errno.EINVAL, dev.store_recompress, b"algo")
+    await store(dev, "recompress", b"")
+    await store(dev, "recompress", b"type=idle\n")
+    await store(dev, "recompress", b"threshold=%d" % (HUGE_CLASS_SIZE - 1))
+    await store(dev, "recompress", b"priority=0")  # 0 means 1
+    await store(dev, "recompress", b"priority=1 algo=zstd")
+    await store(dev, "recompress", b"unknown=key type=whatever")  # ignored / no filter
+    await raises(errno.EINVAL, store, dev, "recompress", b"priority=2")
+    await raises(errno.EINVAL, store, dev, "recompress", b"algo=brotli")
+    await raises(errno.EINVAL, store, dev, "recompress", b"algo=lz4")  # the primary is not searched
+    await raises(errno.EINVAL, store, dev, "recompress", b"algo")
 
 
 async def test_recompress_algo_search_starts_at_priority() -> None:
     dev = await new_dev(secondaries=("zstd", "brotli"))
     await write_pages(dev, [text_page(i) for i in range(4)])
-    await dev.store_recompress(b"algo=brotli")
+    await store(dev, "recompress", b"algo=brotli")
     assert {prio_of(dev, i) for i in range(4)} == {2}
     # algo= looks from `priority` upward: zstd sits at 1, below 2.
-    await raises(errno.EINVAL, dev.store_recompress, b"priority=2 algo=zstd")
-    await raises(errno.EINVAL, dev.store_recompress, b"priority=4")
+    await raises(errno.EINVAL, store, dev, "recompress", b"priority=2 algo=zstd")
+    await raises(errno.EINVAL, store, dev, "recompress", b"priority=4")
 
 
 async def test_recompress_priority_gap_is_the_kernels() -> None:
@@ -246,11 +247,11 @@ async def test_recompress_priority_gap_is_the_kernels() -> None:
     await dev.store_recomp_algorithm(b"algo=zstd priority=2")
     await dev.store_disksize(b"1M")
     await write_pages(dev, [text_page(1)])
-    await raises(errno.EINVAL, dev.store_recompress, b"priority=2")
-    await raises(errno.EINVAL, dev.store_recompress, b"algo=zstd")  # prio_max 3 -> min 2
+    await raises(errno.EINVAL, store, dev, "recompress", b"priority=2")
+    await raises(errno.EINVAL, store, dev, "recompress", b"algo=zstd")  # prio_max 3 -> min 2
     # The default range is prio 1..1, which has no compressor: nothing can
     # succeed and the last active priority was "tried", so INCOMPRESSIBLE.
-    await dev.store_recompress(b"")
+    await store(dev, "recompress", b"")
     assert flags(dev)[0] == ".....n"
     check_accounting(dev)
 
@@ -266,7 +267,7 @@ async def test_recompress_shrinks_and_reads_back(alg: str) -> None:
     await write_pages(dev, pages)
     before = mm(dev)
     sizes = [size_of(dev, i) for i in range(len(pages))]
-    await dev.store_recompress(b"")
+    await store(dev, "recompress", b"")
     after = mm(dev)
     assert await read_pages(dev, len(pages)) == pages
     fl = flags(dev)
@@ -288,7 +289,7 @@ async def test_recompress_shrinks_and_reads_back(alg: str) -> None:
     assert after[5] == before[5] == 2
     check_accounting(dev)
     # A second run finds no candidates (all at max priority or INCOMPRESSIBLE).
-    await dev.store_recompress(b"")
+    await store(dev, "recompress", b"")
     assert mm(dev) == after
 
 
@@ -298,7 +299,7 @@ async def test_recompress_huge_pages() -> None:
     await write_pages(dev, pages)
     assert mm(dev)[7] == 6 and mm(dev)[8] == 6
     assert all(flags(dev)[i] == "..h..." for i in range(6))
-    await dev.store_recompress(b"type=huge")
+    await store(dev, "recompress", b"type=huge")
     fl = flags(dev)
     assert all(fl[i] == "....r." for i in range(6)), fl
     assert fl[6] == "......"  # not huge: not a candidate
@@ -316,15 +317,15 @@ async def test_recompress_type_idle_and_huge_idle(clock_dev: ZramDevice) -> None
     # Touch pages 0 and 4: no longer idle.
     await dev.read(0, 1)
     await dev.read(4 * PAGE, 1)
-    await dev.store_recompress(b"type=huge_idle")
+    await store(dev, "recompress", b"type=huge_idle")
     fl = flags(dev)
     assert [fl[i][4] for i in range(8)] == [".", ".", ".", ".", ".", "r", "r", "r"]
-    await dev.store_recompress(b"type=idle")
+    await store(dev, "recompress", b"type=idle")
     fl = flags(dev)
     assert [fl[i][4] for i in range(8)] == [".", "r", "r", "r", ".", "r", "r", "r"]
     # Recompression "touches" the slot: IDLE is gone from every attempted one.
     assert all(fl[i][3] == "." for i in range(8))
-    await dev.store_recompress(b"type=huge")  # page 4: huge, not idle
+    await store(dev, "recompress", b"type=huge")  # page 4: huge, not idle
     assert flags(dev)[4] == "....r."
     assert await read_pages(dev, 8) == pages
     check_accounting(dev)
@@ -344,15 +345,15 @@ async def test_recompress_largest_first_and_max_pages() -> None:
     pages = [text_page(i, vocab=v) for i, v in enumerate(vocab)]
     await write_pages(dev, pages)
     sizes = {i: size_of(dev, i) for i in range(len(pages))}
-    await dev.store_recompress(b"max_pages=0")
+    await store(dev, "recompress", b"max_pages=0")
     assert all(prio_of(dev, i) == 0 for i in sizes)
-    await dev.store_recompress(b"max_pages=4")
+    await store(dev, "recompress", b"max_pages=4")
     done = {i for i in sizes if prio_of(dev, i) == 1}
     assert len(done) == 4
     # The four largest objects by 64-byte bucket went first.
     bucket = {i: s // 64 for i, s in sizes.items()}
     assert min(bucket[i] for i in done) >= max(bucket[i] for i in sizes if i not in done)
-    await dev.store_recompress(b"max_pages=3")
+    await store(dev, "recompress", b"max_pages=3")
     assert sum(prio_of(dev, i) == 1 for i in sizes) == 7
     assert await read_pages(dev, len(pages)) == pages
     check_accounting(dev)
@@ -362,7 +363,7 @@ async def test_recompress_max_pages_counts_failed_attempts() -> None:
     dev = await new_dev(secondaries=("zstd",))
     pages = [rand_page(i) for i in range(3)] + [text_page(i) for i in range(3)]
     await write_pages(dev, pages)
-    await dev.store_recompress(b"max_pages=3")  # the three HUGE random pages go first
+    await store(dev, "recompress", b"max_pages=3")  # the three HUGE random pages go first
     fl = flags(dev)
     assert [fl[i] for i in range(6)] == ["..h..n"] * 3 + ["......"] * 3
 
@@ -374,7 +375,7 @@ async def test_recompress_threshold() -> None:
     await write_pages(dev, pages)
     sizes = [size_of(dev, i) for i in range(len(pages))]
     threshold = 2500
-    await dev.store_recompress(b"threshold=%d" % threshold)
+    await store(dev, "recompress", b"threshold=%d" % threshold)
     fl = flags(dev)
     for i, old in enumerate(sizes):
         if old < threshold:
@@ -386,7 +387,7 @@ async def test_recompress_threshold() -> None:
     # (zstd makes ~850 of the densest page), so every attempt fails.
     dev2 = await new_dev(secondaries=("zstd",), dev_id=1)
     await write_pages(dev2, pages)
-    await dev2.store_recompress(b"threshold=700")
+    await store(dev2, "recompress", b"threshold=700")
     assert not any(prio_of(dev2, i) for i in range(len(pages)))
     assert all(f[5] == "n" for f in flags(dev2).values())
     assert await read_pages(dev, len(pages)) == pages
@@ -397,13 +398,13 @@ async def test_recompress_two_secondaries_and_reads_use_slot_priority() -> None:
     dev = await new_dev(secondaries=("lz4hc", "brotli"))
     pages = [text_page(i, vocab=(100, 400, 2000)[i % 3]) for i in range(12)]
     await write_pages(dev, pages)
-    await dev.store_recompress(b"priority=1")  # lz4hc only
+    await store(dev, "recompress", b"priority=1")  # lz4hc only
     p1 = {i for i in range(12) if prio_of(dev, i) == 1}
     assert p1 and all(prio_of(dev, i) in (0, 1) for i in range(12))
     # priority=1 is not the last active algorithm: failures are not marked.
     assert all(flags(dev)[i][5] == "." for i in range(12))
     assert await read_pages(dev, 12) == pages
-    await dev.store_recompress(b"")  # prio+1..max: lz4hc'd slots try brotli only
+    await store(dev, "recompress", b"")  # prio+1..max: lz4hc'd slots try brotli only
     assert all(prio_of(dev, i) == 2 for i in range(12))
     assert await read_pages(dev, 12) == pages
     check_accounting(dev)
@@ -421,7 +422,7 @@ async def test_recompress_with_zstd_dictionary_improves_ratio(tmp_path: Path) ->
         dev = await new_dev(secondaries=("zstd",), params=params)
         await write_pages(dev, pages)
         lz4 = mm(dev)[1]
-        await dev.store_recompress(b"")
+        await store(dev, "recompress", b"")
         results[with_dict] = (lz4, mm(dev)[1])
         assert await read_pages(dev, len(pages)) == pages
         check_accounting(dev)
@@ -439,8 +440,8 @@ async def test_recompress_skips_written_back_and_same(tmp_path: Path) -> None:
     dev = await new_dev(secondaries=("zstd",), backing=backing_file(tmp_path, 16))
     pages = [text_page(i) for i in range(4)]
     await write_pages(dev, pages)
-    await dev.store_writeback(b"page_indexes=0-1")
-    await dev.store_recompress(b"")
+    await store(dev, "writeback", b"page_indexes=0-1")
+    await store(dev, "recompress", b"")
     fl = flags(dev)
     assert fl[0] == fl[1] == ".w...."
     assert fl[2] == fl[3] == "....r."
@@ -462,7 +463,7 @@ async def test_recompress_does_not_block_other_slots() -> None:
     latencies: list[float] = []
 
     async def recompress() -> None:
-        await dev.store_recompress(b"max_pages=24")
+        await store(dev, "recompress", b"max_pages=24")
         done.set()
 
     async with trio.open_nursery() as nursery:
@@ -492,7 +493,7 @@ async def test_reader_of_a_locked_slot_waits_and_gets_the_right_data() -> None:
     await write_pages(dev, pages)
     slow = slow_secondary(dev, 1, 0.2)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dev.store_recompress, b"max_pages=1")
+        nursery.start_soon(store, dev, "recompress", b"max_pages=1")
         await trio.to_thread.run_sync(slow.busy.wait)
         t0 = time.perf_counter()
         got = await dev.read(0, 2 * PAGE)  # one of the two is being recompressed
@@ -508,7 +509,7 @@ async def test_write_during_recompress_wins() -> None:
     slow = slow_secondary(dev, 1, 0.1)
     new = text_page(2)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dev.store_recompress, b"")
+        nursery.start_soon(store, dev, "recompress", b"")
         await trio.to_thread.run_sync(slow.busy.wait)
         await dev.write(0, new)  # waits for the slot, then replaces the result
     assert await dev.read(0, PAGE) == new
@@ -542,7 +543,7 @@ async def test_compaction_during_recompress_moves_locked_objects() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(compactor)
-        await dev.store_recompress(b"")
+        await store(dev, "recompress", b"")
         nursery.cancel_scope.cancel()
     got = await read_pages(dev, 300)
     for i in range(300):
@@ -563,17 +564,17 @@ async def test_writeback_and_recompress_serialize_and_reset_waits(tmp_path: Path
         order.append(name)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, "recompress", dev.store_recompress, b"")
+        nursery.start_soon(run, "recompress", partial(store, dev, "recompress"), b"")
         await trio.to_thread.run_sync(slow.busy.wait)
-        nursery.start_soon(run, "writeback", dev.store_writeback, b"page_indexes=0-7")
+        nursery.start_soon(run, "writeback", partial(store, dev, "writeback"), b"page_indexes=0-7")
         await trio.sleep(0.05)
         nursery.start_soon(run, "reset", dev.store_reset, b"1")
         await trio.sleep(0.05)
         assert order == []  # both wait for the running recompression
         assert dev.initialized
     assert order == ["recompress", "writeback", "reset"]
-    assert dev.show_backing_dev() == b"none\n"
-    assert dev.show_bd_stat() == b"       0        0        0\n"
+    assert show(dev, "backing_dev") == b"none\n"
+    assert show(dev, "bd_stat") == b"       0        0        0\n"
 
 
 # ================================================================== writeback: syntax
@@ -581,10 +582,10 @@ async def test_writeback_and_recompress_serialize_and_reset_waits(tmp_path: Path
 
 async def test_writeback_errno(tmp_path: Path) -> None:
     dev = ZramDevice(0)
-    await raises(errno.EINVAL, dev.store_writeback, b"idle")  # uninitialized
+    await raises(errno.EINVAL, store, dev, "writeback", b"idle")  # uninitialized
     await dev.store_disksize(b"1M")  # 256 pages
-    await raises(errno.ENODEV, dev.store_writeback, b"idle")
-    await raises(errno.ENODEV, dev.store_writeback, b"nonsense")  # ENODEV before parsing
+    await raises(errno.ENODEV, store, dev, "writeback", b"idle")
+    await raises(errno.ENODEV, store, dev, "writeback", b"nonsense")  # ENODEV before parsing
     dev = await new_dev(b"1M", backing=backing_file(tmp_path, 16), dev_id=1)
     for buf, err in [
         (b"foo", errno.EINVAL),
@@ -604,20 +605,20 @@ async def test_writeback_errno(tmp_path: Path) -> None:
         (b"page_indexes=256-300", errno.ERANGE),
         (b"page_indexes=0-256", errno.ERANGE),
     ]:
-        await raises(err, dev.store_writeback, buf)
+        await raises(err, store, dev, "writeback", buf)
     # Accepted, nothing to do.
     accepted = [b"", b"\n", b"idle", b"huge", b"huge_idle", b"incompressible", b"type=idle"]
     accepted += [b"type=huge_idle\n", b"page_index=255", b"page_indexes=0-255", b"foo=bar"]
     for buf in accepted:
-        await dev.store_writeback(buf)
-    assert dev.show_bd_stat() == b"       0        0        0\n"
+        await store(dev, "writeback", buf)
+    assert show(dev, "bd_stat") == b"       0        0        0\n"
 
 
 async def test_writeback_error_after_a_valid_range_writes_nothing(tmp_path: Path) -> None:
     dev = await new_dev(b"1M", backing=backing_file(tmp_path, 16))
     await write_pages(dev, [text_page(i) for i in range(4)])
-    await raises(errno.ERANGE, dev.store_writeback, b"page_index=1 page_index=999")
-    await raises(errno.EINVAL, dev.store_writeback, b"page_indexes=0-3 type=bogus")
+    await raises(errno.ERANGE, store, dev, "writeback", b"page_index=1 page_index=999")
+    await raises(errno.EINVAL, store, dev, "writeback", b"page_indexes=0-3 type=bogus")
     assert bd(dev) == [0, 0, 0]
     check_accounting(dev)
 
@@ -631,15 +632,15 @@ async def test_writeback_modes_and_page_indexes(tmp_path: Path) -> None:
     await dev.store_idle(b"all")
     await dev.read(0, 1)  # page 0 not idle
     await dev.read(4 * PAGE, 1)  # page 4 not idle
-    await dev.store_writeback(b"huge_idle")
+    await store(dev, "writeback", b"huge_idle")
     assert {i for i, f in flags(dev).items() if f[1] == "w"} == {5, 6, 7}
-    await dev.store_writeback(b"type=idle")
+    await store(dev, "writeback", b"type=idle")
     assert {i for i, f in flags(dev).items() if f[1] == "w"} == {1, 2, 3, 5, 6, 7}
     assert flags(dev)[8] == "s....."  # same-filled: never written back
     # A mode ends parsing; page_index before it narrows the mode's scan (C1).
-    await dev.store_writeback(b"page_index=8 huge page_index=0")
+    await store(dev, "writeback", b"page_index=8 huge page_index=0")
     assert flags(dev)[0] == "......" and flags(dev)[4] == "..h..."
-    await dev.store_writeback(b"page_index=4 page_index=0 page_index=0")
+    await store(dev, "writeback", b"page_index=4 page_index=0 page_index=0")
     assert {i for i, f in flags(dev).items() if f[1] == "w"} == set(range(8))
     assert bd(dev) == [8, 0, 8]
     assert await read_pages(dev, 9) == pages
@@ -651,11 +652,11 @@ async def test_writeback_incompressible(tmp_path: Path) -> None:
     dev = await new_dev(b"1M", secondaries=("zstd",), backing=backing_file(tmp_path, 64))
     pages = [rand_page(1), text_page(2, vocab=2000), text_page(3)]
     await write_pages(dev, pages)
-    await dev.store_writeback(b"incompressible")
+    await store(dev, "writeback", b"incompressible")
     assert bd(dev) == [0, 0, 0]
-    await dev.store_recompress(b"")
+    await store(dev, "recompress", b"")
     assert flags(dev)[0] == "..h..n"
-    await dev.store_writeback(b"type=incompressible")
+    await store(dev, "writeback", b"type=incompressible")
     assert flags(dev) == {0: ".w....", 1: "....r.", 2: "....r."}
     assert await read_pages(dev, 3) == pages
     check_accounting(dev)
@@ -671,13 +672,13 @@ async def test_writeback_effects_and_read_back(tmp_path: Path, compressed: bool)
     pages = [text_page(i, vocab=(20, 100, 400)[i % 3]) for i in range(9)]
     pages += [text_page(50, vocab=2000), rand_page(51)]
     await write_pages(dev, pages)
-    await dev.store_recompress(b"max_pages=4")  # a few slots at priority 1 (brotli)
+    await store(dev, "recompress", b"max_pages=4")  # a few slots at priority 1 (brotli)
     recomp = {i for i in range(len(pages)) if prio_of(dev, i)}
     assert len(recomp) >= 2
     sizes = {i: size_of(dev, i) for i in range(len(pages))}
     before = mm(dev)
     await dev.store_idle(b"all")
-    await dev.store_writeback(b"idle")
+    await store(dev, "writeback", b"idle")
     m = mm(dev)
     n = len(pages)
     assert bd(dev) == [n, 0, n]
@@ -721,7 +722,7 @@ async def test_writeback_effects_and_read_back(tmp_path: Path, compressed: bool)
     assert not any(dev.backing.in_use(b) for b in freed)
     check_accounting(dev)
     # The lowest free block is reused first.
-    await dev.store_writeback(b"page_index=0")
+    await store(dev, "writeback", b"page_index=0")
     assert table(dev).handle[0] == min(freed)
     assert await dev.read(0, PAGE) == pages[5]
     check_accounting(dev)
@@ -730,23 +731,23 @@ async def test_writeback_effects_and_read_back(tmp_path: Path, compressed: bool)
 async def test_writeback_limit_budget_is_exact(tmp_path: Path) -> None:
     dev = await new_dev(b"1M", backing=backing_file(tmp_path, 64))
     await write_pages(dev, [text_page(i) for i in range(10)])
-    await dev.store_writeback_limit(b"3")
-    await dev.store_writeback(b"page_indexes=0-1")  # limit not enabled: not consumed
-    assert dev.show_writeback_limit() == b"3\n" and bd(dev)[2] == 2
-    await dev.store_writeback_limit_enable(b"1")
-    await raises(errno.EIO, dev.store_writeback, b"page_indexes=0-9")
+    await store(dev, "writeback_limit", b"3")
+    await store(dev, "writeback", b"page_indexes=0-1")  # limit not enabled: not consumed
+    assert show(dev, "writeback_limit") == b"3\n" and bd(dev)[2] == 2
+    await store(dev, "writeback_limit_enable", b"1")
+    await raises(errno.EIO, store, dev, "writeback", b"page_indexes=0-9")
     assert bd(dev) == [5, 0, 5]
-    assert dev.show_writeback_limit() == b"0\n"
-    await raises(errno.EIO, dev.store_writeback, b"page_index=9")  # spent
-    await dev.store_writeback(b"page_index=0")  # already WB: no candidate, no EIO
-    await dev.store_writeback_limit(b"2")
+    assert show(dev, "writeback_limit") == b"0\n"
+    await raises(errno.EIO, store, dev, "writeback", b"page_index=9")  # spent
+    await store(dev, "writeback", b"page_index=0")  # already WB: no candidate, no EIO
+    await store(dev, "writeback_limit", b"2")
     left = [i for i, f in flags(dev).items() if f[1] == "."]
     assert len(left) == 5
-    await dev.store_writeback(b"page_index=%d page_index=%d" % (left[0], left[3]))
-    assert bd(dev) == [7, 0, 7] and dev.show_writeback_limit() == b"0\n"  # exact: no EIO
-    await dev.store_writeback_limit_enable(b"0")
-    await dev.store_writeback(b"page_indexes=0-9")
-    assert bd(dev) == [10, 0, 10] and dev.show_writeback_limit() == b"0\n"
+    await store(dev, "writeback", b"page_index=%d page_index=%d" % (left[0], left[3]))
+    assert bd(dev) == [7, 0, 7] and show(dev, "writeback_limit") == b"0\n"  # exact: no EIO
+    await store(dev, "writeback_limit_enable", b"0")
+    await store(dev, "writeback", b"page_indexes=0-9")
+    assert bd(dev) == [10, 0, 10] and show(dev, "writeback_limit") == b"0\n"
     check_accounting(dev)
 
 
@@ -754,15 +755,15 @@ async def test_writeback_enospc_when_backing_is_full(tmp_path: Path) -> None:
     dev = await new_dev(b"1M", backing=backing_file(tmp_path, 4))
     pages = [text_page(i) for i in range(8)]
     await write_pages(dev, pages)
-    await raises(errno.ENOSPC, dev.store_writeback, b"page_indexes=0-7")
+    await raises(errno.ENOSPC, store, dev, "writeback", b"page_indexes=0-7")
     assert bd(dev) == [4, 0, 4]
-    await raises(errno.ENOSPC, dev.store_writeback, b"page_indexes=0-7")
+    await raises(errno.ENOSPC, store, dev, "writeback", b"page_indexes=0-7")
     wb = [i for i, f in flags(dev).items() if f[1] == "w"]
     assert len(wb) == 4
     for i in wb[:2]:  # free two written-back pages: two blocks back
         await dev.discard(i * PAGE, PAGE)
     assert bd(dev)[0] == 2
-    await raises(errno.ENOSPC, dev.store_writeback, b"page_indexes=0-7")
+    await raises(errno.ENOSPC, store, dev, "writeback", b"page_indexes=0-7")
     assert bd(dev)[0] == 4
     assert sum(f[1] == "w" for f in flags(dev).values()) == 4
     got = await read_pages(dev, 8)
@@ -773,10 +774,10 @@ async def test_writeback_enospc_when_backing_is_full(tmp_path: Path) -> None:
 async def test_writeback_batch_size_one_and_large(tmp_path: Path) -> None:
     for batch in (b"1", b"100000"):
         dev = await new_dev(b"1M", backing=backing_file(tmp_path, 64, name=batch.decode()))
-        await dev.store_writeback_batch_size(batch)
+        await store(dev, "writeback_batch_size", batch)
         pages = [text_page(i) for i in range(40)]
         await write_pages(dev, pages)
-        await dev.store_writeback(b"page_indexes=0-39")
+        await store(dev, "writeback", b"page_indexes=0-39")
         assert bd(dev) == [40, 0, 40]
         assert await read_pages(dev, 40) == pages
         check_accounting(dev)
@@ -787,14 +788,14 @@ async def test_writeback_io_error_rolls_back(tmp_path: Path) -> None:
     dev = await new_dev(b"1M", backing=backing_file(tmp_path, 16))
     pages = [text_page(i) for i in range(4)]
     await write_pages(dev, pages)
-    await dev.store_writeback_limit(b"10")
-    await dev.store_writeback_limit_enable(b"1")
+    await store(dev, "writeback_limit", b"10")
+    await store(dev, "writeback_limit_enable", b"1")
     assert dev.backing is not None
     os.close(dev.backing.fd)
     dev.backing.fd = os.open(tmp_path / "backing", os.O_RDONLY)  # writes now fail EBADF
-    await raises(errno.EBADF, dev.store_writeback, b"page_indexes=0-3")
+    await raises(errno.EBADF, store, dev, "writeback", b"page_indexes=0-3")
     assert bd(dev) == [0, 0, 0]
-    assert dev.show_writeback_limit() == b"10\n"
+    assert show(dev, "writeback_limit") == b"10\n"
     assert await read_pages(dev, 4) == pages
     check_accounting(dev)
 
@@ -804,52 +805,52 @@ async def test_writeback_io_error_rolls_back(tmp_path: Path) -> None:
 
 async def test_backing_dev_store_and_errno(tmp_path: Path) -> None:
     dev = ZramDevice(0)
-    assert dev.show_backing_dev() == b"none\n"
+    assert show(dev, "backing_dev") == b"none\n"
     good = backing_file(tmp_path, 8)
-    await raises(errno.ENOENT, dev.store_backing_dev, os.fsencode(tmp_path / "missing"))
-    await raises(errno.ENOENT, dev.store_backing_dev, b"")
-    await raises(errno.EISDIR, dev.store_backing_dev, os.fsencode(tmp_path))
-    await raises(errno.ENOTBLK, dev.store_backing_dev, b"/dev/null")
+    await raises(errno.ENOENT, store, dev, "backing_dev", os.fsencode(tmp_path / "missing"))
+    await raises(errno.ENOENT, store, dev, "backing_dev", b"")
+    await raises(errno.EISDIR, store, dev, "backing_dev", os.fsencode(tmp_path))
+    await raises(errno.ENOTBLK, store, dev, "backing_dev", b"/dev/null")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    await raises(errno.ENOTBLK, dev.store_backing_dev, os.fsencode(fifo))  # and no hang
+    await raises(errno.ENOTBLK, store, dev, "backing_dev", os.fsencode(fifo))  # and no hang
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    await raises(errno.EINVAL, dev.store_backing_dev, os.fsencode(empty))
+    await raises(errno.EINVAL, store, dev, "backing_dev", os.fsencode(empty))
     small = tmp_path / "small"
     small.write_bytes(b"x" * 4095)
-    await raises(errno.EINVAL, dev.store_backing_dev, os.fsencode(small))
+    await raises(errno.EINVAL, store, dev, "backing_dev", os.fsencode(small))
     ro = tmp_path / "ro"
     ro.write_bytes(bytes(PAGE))
     ro.chmod(0o444)
     if os.geteuid() != 0:
-        await raises(errno.EACCES, dev.store_backing_dev, os.fsencode(ro))
-    await raises(errno.ENOENT, dev.store_backing_dev, os.fsencode(good) + b"\n\n")
-    assert dev.show_backing_dev() == b"none\n"  # failures change nothing
+        await raises(errno.EACCES, store, dev, "backing_dev", os.fsencode(ro))
+    await raises(errno.ENOENT, store, dev, "backing_dev", os.fsencode(good) + b"\n\n")
+    assert show(dev, "backing_dev") == b"none\n"  # failures change nothing
 
-    await dev.store_backing_dev(os.fsencode(good) + b"\n")  # one newline stripped
-    assert dev.show_backing_dev() == os.fsencode(good) + b"\n"
+    await store(dev, "backing_dev", os.fsencode(good) + b"\n")  # one newline stripped
+    assert show(dev, "backing_dev") == os.fsencode(good) + b"\n"
     assert dev.backing is not None and dev.backing.nr_blocks == 8
-    await raises(errno.ENOENT, dev.store_backing_dev, b"/nonexistent")
-    assert dev.show_backing_dev() == os.fsencode(good) + b"\n"  # kept
+    await raises(errno.ENOENT, store, dev, "backing_dev", b"/nonexistent")
+    assert show(dev, "backing_dev") == os.fsencode(good) + b"\n"  # kept
     # A second device cannot share the file (flock, the O_EXCL of files).
     other = ZramDevice(1)
-    await raises(errno.EBUSY, other.store_backing_dev, os.fsencode(good))
+    await raises(errno.EBUSY, store, other, "backing_dev", os.fsencode(good))
     # Replacing closes the old one.
     second = backing_file(tmp_path, 3, name="second")
-    await dev.store_backing_dev(os.fsencode(second))
-    assert dev.show_backing_dev() == os.fsencode(second) + b"\n"
-    await other.store_backing_dev(os.fsencode(good))
+    await store(dev, "backing_dev", os.fsencode(second))
+    assert show(dev, "backing_dev") == os.fsencode(second) + b"\n"
+    await store(other, "backing_dev", os.fsencode(good))
     # Symlinks show the opened file's path, like file_path().
     link = tmp_path / "link"
     link.symlink_to(second)
     await dev.store_disksize(b"1M")
-    await raises(errno.EBUSY, dev.store_backing_dev, os.fsencode(good))  # EBUSY first
-    await raises(errno.EBUSY, dev.store_backing_dev, b"/nonexistent")
+    await raises(errno.EBUSY, store, dev, "backing_dev", os.fsencode(good))  # EBUSY first
+    await raises(errno.EBUSY, store, dev, "backing_dev", b"/nonexistent")
     await dev.store_reset(b"1")
-    assert dev.show_backing_dev() == b"none\n"
-    await dev.store_backing_dev(os.fsencode(link))
-    assert dev.show_backing_dev() == os.fsencode(second) + b"\n"
+    assert show(dev, "backing_dev") == b"none\n"
+    await store(dev, "backing_dev", os.fsencode(link))
+    assert show(dev, "backing_dev") == os.fsencode(second) + b"\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a loop device")
@@ -868,12 +869,12 @@ async def test_backing_dev_block_device(tmp_path: Path) -> None:
         dev = await new_dev(b"1M", backing=Path(dev_path), compressed=True)
         assert dev.backing is not None and dev.backing.is_blockdev
         assert dev.backing.nr_blocks == 256
-        assert dev.show_backing_dev() == dev_path.encode() + b"\n"
+        assert show(dev, "backing_dev") == dev_path.encode() + b"\n"
         # O_EXCL: a second opener of the block device gets EBUSY.
-        await raises(errno.EBUSY, ZramDevice(1).store_backing_dev, dev_path.encode())
+        await raises(errno.EBUSY, store, ZramDevice(1), "backing_dev", dev_path.encode())
         pages = [text_page(i) for i in range(16)]
         await write_pages(dev, pages)
-        await dev.store_writeback(b"page_indexes=0-15")
+        await store(dev, "writeback", b"page_indexes=0-15")
         assert await read_pages(dev, 16) == pages
         assert bd(dev) == [16, 16, 16]
         await dev.store_reset(b"1")
@@ -886,42 +887,42 @@ async def test_backing_dev_block_device(tmp_path: Path) -> None:
 
 async def test_writeback_knobs_syntax() -> None:
     dev = ZramDevice(0)
-    assert dev.show_writeback_limit() == b"0\n"
-    assert dev.show_writeback_limit_enable() == b"0\n"
-    assert dev.show_writeback_batch_size() == b"32\n"
-    assert dev.show_compressed_writeback() == b"0\n"
-    assert dev.show_bd_stat() == b"       0        0        0\n"
+    assert show(dev, "writeback_limit") == b"0\n"
+    assert show(dev, "writeback_limit_enable") == b"0\n"
+    assert show(dev, "writeback_batch_size") == b"32\n"
+    assert show(dev, "compressed_writeback") == b"0\n"
+    assert show(dev, "bd_stat") == b"       0        0        0\n"
 
-    await dev.store_writeback_limit(b"1234\n")
-    assert dev.show_writeback_limit() == b"1234\n"
-    await dev.store_writeback_limit(b"18446744073709551615")
-    assert dev.show_writeback_limit() == b"18446744073709551615\n"
+    await store(dev, "writeback_limit", b"1234\n")
+    assert show(dev, "writeback_limit") == b"1234\n"
+    await store(dev, "writeback_limit", b"18446744073709551615")
+    assert show(dev, "writeback_limit") == b"18446744073709551615\n"
     for bad in (b"", b"x", b"-1", b"1 2", b"0x10", b"18446744073709551616"):
-        await raises(errno.EINVAL, dev.store_writeback_limit, bad)  # every error is EINVAL
-    await dev.store_writeback_limit_enable(b"7")
-    assert dev.show_writeback_limit_enable() == b"1\n"
-    await dev.store_writeback_limit_enable(b"0")
-    assert dev.show_writeback_limit_enable() == b"0\n"
+        await raises(errno.EINVAL, store, dev, "writeback_limit", bad)  # every error is EINVAL
+    await store(dev, "writeback_limit_enable", b"7")
+    assert show(dev, "writeback_limit_enable") == b"1\n"
+    await store(dev, "writeback_limit_enable", b"0")
+    assert show(dev, "writeback_limit_enable") == b"0\n"
     for bad in (b"", b"yes", b"-1", b"18446744073709551616"):
-        await raises(errno.EINVAL, dev.store_writeback_limit_enable, bad)
-    await dev.store_writeback_batch_size(b"1")
-    assert dev.show_writeback_batch_size() == b"1\n"
-    await dev.store_writeback_batch_size(b"4294967295")
+        await raises(errno.EINVAL, store, dev, "writeback_limit_enable", bad)
+    await store(dev, "writeback_batch_size", b"1")
+    assert show(dev, "writeback_batch_size") == b"1\n"
+    await store(dev, "writeback_batch_size", b"4294967295")
     for bad in (b"0", b"", b"x", b"-1", b"4294967296"):
-        await raises(errno.EINVAL, dev.store_writeback_batch_size, bad)
-    assert dev.show_writeback_batch_size() == b"4294967295\n"
+        await raises(errno.EINVAL, store, dev, "writeback_batch_size", bad)
+    assert show(dev, "writeback_batch_size") == b"4294967295\n"
     for val, want in ((b"yes", b"1\n"), (b"off", b"0\n"), (b"T", b"1\n"), (b"0\n", b"0\n")):
-        await dev.store_compressed_writeback(val)
-        assert dev.show_compressed_writeback() == want
+        await store(dev, "compressed_writeback", val)
+        assert show(dev, "compressed_writeback") == want
     for bad in (b"", b"x", b"o", b"2"):
-        await raises(errno.EINVAL, dev.store_compressed_writeback, bad)
+        await raises(errno.EINVAL, store, dev, "compressed_writeback", bad)
     await dev.store_disksize(b"1M")
-    await raises(errno.EBUSY, dev.store_compressed_writeback, b"1")
-    await raises(errno.EINVAL, dev.store_compressed_writeback, b"x")  # parsed first
+    await raises(errno.EBUSY, store, dev, "compressed_writeback", b"1")
+    await raises(errno.EINVAL, store, dev, "compressed_writeback", b"x")  # parsed first
     # The runtime knobs stay writable after init.
-    await dev.store_writeback_limit(b"5")
-    await dev.store_writeback_limit_enable(b"1")
-    await dev.store_writeback_batch_size(b"8")
+    await store(dev, "writeback_limit", b"5")
+    await store(dev, "writeback_limit_enable", b"1")
+    await store(dev, "writeback_batch_size", b"8")
 
 
 async def test_reset_clears_and_keeps(tmp_path: Path) -> None:
@@ -929,25 +930,25 @@ async def test_reset_clears_and_keeps(tmp_path: Path) -> None:
         b"1M", secondaries=("zstd", "brotli"), backing=backing_file(tmp_path, 16),
         compressed=True,
     )  # fmt: skip
-    await dev.store_writeback_limit(b"100")
-    await dev.store_writeback_limit_enable(b"1")
-    await dev.store_writeback_batch_size(b"3")
+    await store(dev, "writeback_limit", b"100")
+    await store(dev, "writeback_limit_enable", b"1")
+    await store(dev, "writeback_batch_size", b"3")
     await write_pages(dev, [text_page(i) for i in range(4)])
-    await dev.store_writeback(b"page_indexes=0-1")
+    await store(dev, "writeback", b"page_indexes=0-1")
     await dev.read(0, PAGE)
     assert bd(dev) == [2, 1, 2]
     await dev.store_reset(b"1")
     # Cleared: backing device, secondary algorithms, statistics.
-    assert dev.show_backing_dev() == b"none\n"
+    assert show(dev, "backing_dev") == b"none\n"
     assert dev.show_recomp_algorithm() == b""
-    assert dev.show_bd_stat() == b"       0        0        0\n"
+    assert show(dev, "bd_stat") == b"       0        0        0\n"
     # Kept (C1/C2): the writeback knobs, budget included.
-    assert dev.show_writeback_limit() == b"98\n"
-    assert dev.show_writeback_limit_enable() == b"1\n"
-    assert dev.show_writeback_batch_size() == b"3\n"
-    assert dev.show_compressed_writeback() == b"1\n"
+    assert show(dev, "writeback_limit") == b"98\n"
+    assert show(dev, "writeback_limit_enable") == b"1\n"
+    assert show(dev, "writeback_batch_size") == b"3\n"
+    assert show(dev, "compressed_writeback") == b"1\n"
     # The backing file was closed: another device may take it.
-    await ZramDevice(1).store_backing_dev(os.fsencode(tmp_path / "backing"))
+    await store(ZramDevice(1), "backing_dev", os.fsencode(tmp_path / "backing"))
 
 
 # ================================================================== algorithm_params
@@ -1001,7 +1002,7 @@ async def test_algorithm_params_dictionary_per_algorithm(tmp_path: Path) -> None
             await dev.store_disksize(b"1M")
             pages = [text_page(i) for i in range(4)]
             await write_pages(dev, pages)
-            await dev.store_recompress(b"")
+            await store(dev, "recompress", b"")
             assert await read_pages(dev, 4) == pages
         else:
             await raises(errno.EINVAL, dev.store_disksize, b"1M")
@@ -1014,7 +1015,7 @@ async def test_brotli_level_11_recompression() -> None:
     pages = [text_page(i, vocab=400) for i in range(6)]
     await write_pages(dev, pages)
     before = mm(dev)[1]
-    await dev.store_recompress(b"")
+    await store(dev, "recompress", b"")
     assert mm(dev)[1] < before * 0.75
     assert await read_pages(dev, 6) == pages
 
@@ -1026,7 +1027,7 @@ async def test_idle_with_age_and_block_state_flags(tmp_path: Path) -> None:
     now = [5000]
     dev = ZramDevice(0, clock=lambda: now[0])
     await dev.store_recomp_algorithm(b"algo=zstd")
-    await dev.store_backing_dev(os.fsencode(backing_file(tmp_path, 16)))
+    await store(dev, "backing_dev", os.fsencode(backing_file(tmp_path, 16)))
     await dev.store_disksize(b"1M")
     await write_pages(dev, [text_page(0), text_page(1), b"\x07" * PAGE, rand_page(3)])
     now[0] = 5100
@@ -1035,9 +1036,9 @@ async def test_idle_with_age_and_block_state_flags(tmp_path: Path) -> None:
     assert flags(dev) == {0: "...i..", 1: "......", 2: "s.....", 3: "..hi.."}
     await dev.store_idle(b"all")
     assert flags(dev) == {0: "...i..", 1: "...i..", 2: "s.....", 3: "..hi.."}
-    await dev.store_recompress(b"type=huge")
+    await store(dev, "recompress", b"type=huge")
     assert flags(dev)[3] == "..h..n"  # attempted: IDLE cleared, INCOMPRESSIBLE set
-    await dev.store_writeback(b"idle")
+    await store(dev, "writeback", b"idle")
     assert flags(dev) == {0: ".w....", 1: ".w....", 2: "s.....", 3: "..h..n"}
     await dev.store_idle(b"all")  # WB and SAME slots are never marked
     assert flags(dev) == {0: ".w....", 1: ".w....", 2: "s.....", 3: "..hi.n"}
@@ -1055,7 +1056,7 @@ async def test_compact_after_recompress_returns_pages() -> None:
     for i in range(0, 400, 2):
         await dev.discard(i * PAGE, PAGE)
     # Recompressing part of the pages leaves their old classes sparse.
-    await dev.store_recompress(b"max_pages=120")
+    await store(dev, "recompress", b"max_pages=120")
     before = mm(dev)
     await dev.store_compact(b"1")
     after = mm(dev)

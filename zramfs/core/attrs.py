@@ -3,7 +3,8 @@
 One `Attr` entry is the whole declaration: name, sysfs mode, how to show it and
 how to store it.  The FUSE layer builds the directory from this table (order,
 modes, EACCES on wrong-direction opens), so adding an attribute is one line
-here plus its show/store methods on the device.
+here plus its show/store: a `ZramDevice` method (``D``) or, for the
+post-processing attributes, a postprocess.py function of the device (``P``).
 
 Modes are the kernel's (``DEVICE_ATTR_RO/WO/RW``): 0444, 0200, 0644.  A
 ``show`` is synchronous (it formats counters); a ``store`` is a coroutine
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from . import postprocess as P
 from .device import ZramDevice
 
 RO = 0o444
@@ -51,16 +53,16 @@ ATTRS: tuple[Attr, ...] = (
     Attr("comp_algorithm", RW, D.show_comp_algorithm, D.store_comp_algorithm),
     Attr("algorithm_params", WO, store=D.store_algorithm_params),
     Attr("recomp_algorithm", RW, D.show_recomp_algorithm, D.store_recomp_algorithm),
-    Attr("recompress", WO, store=D.store_recompress),
-    Attr("bd_stat", RO, D.show_bd_stat),
-    Attr("backing_dev", RW, D.show_backing_dev, D.store_backing_dev),
-    Attr("writeback", WO, store=D.store_writeback),
-    Attr("writeback_limit", RW, D.show_writeback_limit, D.store_writeback_limit),
+    Attr("recompress", WO, store=P.store_recompress),
+    Attr("bd_stat", RO, P.show_bd_stat),
+    Attr("backing_dev", RW, P.show_backing_dev, P.store_backing_dev),
+    Attr("writeback", WO, store=P.store_writeback),
+    Attr("writeback_limit", RW, P.show_writeback_limit, P.store_writeback_limit),
     Attr(
-        "writeback_limit_enable", RW, D.show_writeback_limit_enable, D.store_writeback_limit_enable
+        "writeback_limit_enable", RW, P.show_writeback_limit_enable, P.store_writeback_limit_enable
     ),
-    Attr("writeback_batch_size", RW, D.show_writeback_batch_size, D.store_writeback_batch_size),
-    Attr("compressed_writeback", RW, D.show_compressed_writeback, D.store_compressed_writeback),
+    Attr("writeback_batch_size", RW, P.show_writeback_batch_size, P.store_writeback_batch_size),
+    Attr("compressed_writeback", RW, P.show_compressed_writeback, P.store_compressed_writeback),
     Attr("io_stat", RO, D.show_io_stat),
     Attr("mm_stat", RO, D.show_mm_stat),
     Attr("debug_stat", RO, D.show_debug_stat),

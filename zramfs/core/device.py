@@ -1161,46 +1161,9 @@ class ZramDevice:
         # the kernel does; the store itself replaces this priority's params.
         self.params[prio] = AlgoParams(level=level, dictionary=dictionary, deflate_winbits=winbits)
 
-    # ------------------------------ post-processing attributes (postprocess.py)
-
-    async def store_recompress(self, buf: bytes) -> None:
-        await postprocess.recompress_store(self, buf)
-
-    async def store_writeback(self, buf: bytes) -> None:
-        await postprocess.writeback_store(self, buf)
-
-    async def store_backing_dev(self, buf: bytes) -> None:
-        await postprocess.backing_dev_store(self, buf)
-
-    def show_backing_dev(self) -> bytes:
-        return postprocess.show_backing_dev(self)
-
-    def show_bd_stat(self) -> bytes:
-        return postprocess.show_bd_stat(self)
-
-    async def store_writeback_limit(self, buf: bytes) -> None:
-        await postprocess.writeback_limit_store(self, buf)
-
-    def show_writeback_limit(self) -> bytes:
-        return postprocess.show_writeback_limit(self)
-
-    async def store_writeback_limit_enable(self, buf: bytes) -> None:
-        await postprocess.writeback_limit_enable_store(self, buf)
-
-    def show_writeback_limit_enable(self) -> bytes:
-        return postprocess.show_writeback_limit_enable(self)
-
-    async def store_writeback_batch_size(self, buf: bytes) -> None:
-        await postprocess.writeback_batch_size_store(self, buf)
-
-    def show_writeback_batch_size(self) -> bytes:
-        return postprocess.show_writeback_batch_size(self)
-
-    async def store_compressed_writeback(self, buf: bytes) -> None:
-        await postprocess.compressed_writeback_store(self, buf)
-
-    def show_compressed_writeback(self) -> bytes:
-        return postprocess.show_compressed_writeback(self)
+    # recompress, writeback, backing_dev, bd_stat and the writeback knobs are
+    # ``show_*`` / ``store_*`` functions of postprocess.py taking the device;
+    # `attrs.ATTRS` declares them directly.
 
 
 def read_dictionary(path: bytes) -> bytes:

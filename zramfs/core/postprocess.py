@@ -390,7 +390,7 @@ async def _run_recompress_jobs(
     return results, max(ns for _, ns in parts)
 
 
-async def recompress_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_recompress(dev: ZramDevice, buf: bytes) -> None:
     """``recompress_store``: parse, check, scan, recompress (see module docstring)."""
     mode = 0
     max_pages = kparse.U64_MAX
@@ -624,7 +624,7 @@ def _writeback_work(
     return out
 
 
-async def writeback_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_writeback(dev: ZramDevice, buf: bytes) -> None:
     """``writeback_store``: EINVAL uninitialized, ENODEV without backing, then parse."""
     async with dev.dev_lock.read(), dev.pp_lock:
         table, pool = dev._require_init()
@@ -789,7 +789,7 @@ def reset_backing(dev: ZramDevice) -> None:
 # ---------------------------------------------------------------------------
 
 
-async def backing_dev_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_backing_dev(dev: ZramDevice, buf: bytes) -> None:
     """``backing_dev_store``: EBUSY if initialized, then open (see backing.py)."""
     path = kparse.c_string(buf)
     if path.endswith(b"\n"):
@@ -825,16 +825,16 @@ def _u64_or_einval(buf: bytes) -> int:
         raise einval("expected an unsigned number") from None
 
 
-async def writeback_limit_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_writeback_limit(dev: ZramDevice, buf: bytes) -> None:
     # rounddown(val, PAGE_SIZE / 4096) is the identity with 4 KiB pages.
     dev.wb_limit = _u64_or_einval(buf)
 
 
-async def writeback_limit_enable_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_writeback_limit_enable(dev: ZramDevice, buf: bytes) -> None:
     dev.wb_limit_enable = _u64_or_einval(buf) != 0
 
 
-async def writeback_batch_size_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_writeback_batch_size(dev: ZramDevice, buf: bytes) -> None:
     try:
         val = kparse.kstrtouint(buf)
     except ZramError:
@@ -844,7 +844,7 @@ async def writeback_batch_size_store(dev: ZramDevice, buf: bytes) -> None:
     dev.wb_batch_size = val
 
 
-async def compressed_writeback_store(dev: ZramDevice, buf: bytes) -> None:
+async def store_compressed_writeback(dev: ZramDevice, buf: bytes) -> None:
     val = kparse.kstrtobool(buf)
     if dev.initialized:
         raise ZramError(errno.EBUSY, "compressed_writeback: device is initialized")
@@ -873,16 +873,22 @@ def show_compressed_writeback(dev: ZramDevice) -> bytes:
 __all__ = [
     "BLOCK_SIZE",
     "PPCtl",
-    "backing_dev_store",
     "class_index_table",
-    "compressed_writeback_store",
     "read_backing",
-    "recompress_store",
     "release_backing_block",
     "reset_backing",
     "scan_slots",
-    "writeback_batch_size_store",
-    "writeback_limit_enable_store",
-    "writeback_limit_store",
-    "writeback_store",
+    "show_backing_dev",
+    "show_bd_stat",
+    "show_compressed_writeback",
+    "show_writeback_batch_size",
+    "show_writeback_limit",
+    "show_writeback_limit_enable",
+    "store_backing_dev",
+    "store_compressed_writeback",
+    "store_recompress",
+    "store_writeback",
+    "store_writeback_batch_size",
+    "store_writeback_limit",
+    "store_writeback_limit_enable",
 ]
