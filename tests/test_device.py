@@ -1245,7 +1245,10 @@ def test_attribute_table_names_and_modes() -> None:
     }  # fmt: skip
     assert {a.name: a.mode for a in ATTRS} == expected
     assert len(BY_NAME) == len(ATTRS)
-    assert [(a.name, a.mode) for a in DEBUGFS_ATTRS] == [("block_state", 0o400)]
+    assert [(a.name, a.mode) for a in DEBUGFS_ATTRS] == [
+        ("block_state", 0o400),
+        ("lock_stat", 0o400),
+    ]
     for a in ATTRS:
         assert (a.show is not None) == bool(a.mode & 0o444)
         assert (a.store is not None) == bool(a.mode & 0o200)

@@ -305,3 +305,161 @@ def test_random_schedules_keep_the_invariants(ops: list[tuple[int, bool, int, bo
         assert locks.contended_slots == 0
 
     trio.run(main)
+
+
+# -- LockStats: counters and wait times (the debugfs lock_stat file) ---------
+
+NS = 1_000_000_000
+
+
+async def test_uncontended_path_counts_acquisitions_only() -> None:
+    locks = make()
+    await locks.lock(0)
+    locks.unlock(0)
+    await locks.lock_shared(1)
+    await locks.lock_shared(1)
+    assert locks.try_lock(2)
+    assert not locks.try_lock(2)  # a failed try-lock counts nothing
+    locks.unlock(2)
+    locks.unlock_shared(1)
+    locks.unlock_shared(1)
+    assert locks.stats.as_dict() == {
+        "acquired": 4,
+        "contended": 0,
+        "cancelled_waits": 0,
+        "max_queue": 0,
+        "wait_ns_total": 0,
+        "wait_ns_max": 0,
+    }
+    assert locks.queued_tasks == 0
+
+
+async def test_wait_times_are_measured_on_the_slow_path(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Holder keeps the slot 1.5 s; a writer and a reader queue at t=0 and t=0.5 s."""
+    locks = make()
+    got: dict[str, float] = {}
+    await locks.lock(0)
+
+    async def waiter(name: str, exclusive: bool) -> None:
+        if exclusive:
+            await locks.lock(0)
+        else:
+            await locks.lock_shared(0)
+        got[name] = trio.current_time()
+        await trio.sleep(2)
+        if exclusive:
+            locks.unlock(0)
+        else:
+            locks.unlock_shared(0)
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as n:
+        n.start_soon(waiter, "w", True)
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.5)
+        n.start_soon(waiter, "r", False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert locks.queued_tasks == 2
+        assert locks.stats.max_queue == 2
+        await trio.sleep(1)
+        locks.unlock(0)
+    # w waited 1.5 s (granted at 1.5), r waited from 0.5 until w let go at 3.5: 3 s.
+    assert got == {"w": t0 + 1.5, "r": t0 + 3.5}
+    s = locks.stats
+    assert (s.acquired, s.contended, s.cancelled_waits) == (3, 2, 0)
+    assert s.wait_ns_total == 4_500_000_000
+    assert s.wait_ns_max == 3 * NS
+    assert locks.queued_tasks == 0
+
+
+async def test_cancelled_wait_is_counted_and_timed(autojump_clock: trio.testing.MockClock) -> None:
+    locks = make()
+    await locks.lock_shared(3)
+    with trio.move_on_after(0.25) as scope:
+        await locks.lock(3)
+    assert scope.cancelled_caught
+    s = locks.stats
+    assert (s.contended, s.cancelled_waits) == (1, 1)
+    assert s.wait_ns_total == s.wait_ns_max == 250_000_000
+    assert locks.queued_tasks == 0 and locks.contended_slots == 0
+    locks.unlock_shared(3)
+
+
+async def test_devlock_stats_and_queue(autojump_clock: trio.testing.MockClock) -> None:
+    dl = DevLock()
+
+    async def io() -> None:
+        async with dl.read():
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as n, dl.write():
+        n.start_soon(io)
+        n.start_soon(io)
+        await trio.testing.wait_all_tasks_blocked()
+        assert dl.queued_tasks == 2
+        await trio.sleep(2)
+    s = dl.stats
+    assert (s.acquired, s.contended, s.max_queue) == (3, 2, 2)
+    assert s.wait_ns_total == 4 * NS and s.wait_ns_max == 2 * NS
+    assert dl.queued_tasks == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_random_schedules_stats_add_up(ops: list[tuple[int, bool, int, bool]]) -> None:
+    """Under a mock clock, the counters agree with what the tasks themselves saw:
+    every grant counted once, every task that got nothing a cancelled wait, and
+    the summed wait time equal to the time tasks spent inside lock calls."""
+
+    async def main() -> None:
+        locks = make(3)
+        granted = cancelled = 0
+        waited: list[float] = []
+
+        async def task(slot: int, exclusive: bool, hold: int, cancel: bool) -> None:
+            nonlocal granted, cancelled
+            with trio.move_on_after(0.05 if cancel else 1000):
+                t0 = trio.current_time()
+                got = False
+                try:
+                    if exclusive:
+                        await locks.lock(slot)
+                    else:
+                        await locks.lock_shared(slot)
+                    got = True
+                finally:
+                    waited.append(trio.current_time() - t0)
+                    if got:
+                        granted += 1
+                    else:
+                        cancelled += 1
+                try:
+                    await trio.sleep(0.1 * hold)
+                finally:
+                    if exclusive:
+                        locks.unlock(slot)
+                    else:
+                        locks.unlock_shared(slot)
+
+        async with trio.open_nursery() as n:
+            for op in ops:
+                n.start_soon(task, *op)
+        s = locks.stats
+        assert s.acquired == granted
+        assert s.cancelled_waits == cancelled
+        assert s.contended >= cancelled
+        assert s.max_queue <= len(ops)
+        assert s.wait_ns_max <= s.wait_ns_total
+        assert abs(s.wait_ns_total - round(sum(waited) * 1e9)) <= len(ops)  # rounding only
+        assert s.wait_ns_max == max(round(w * 1e9) for w in waited)
+        assert locks.queued_tasks == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

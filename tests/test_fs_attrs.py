@@ -133,7 +133,7 @@ def test_listing_and_control_files(zmount: ZramfsMount) -> None:
         assert st.st_size == 4096
     st = os.stat(debugfs(zmount) / "block_state")
     assert stat.S_IMODE(st.st_mode) == 0o400
-    assert os.listdir(debugfs(zmount)) == ["block_state"]
+    assert sorted(os.listdir(debugfs(zmount))) == ["block_state", "lock_stat"]
     assert sorted(os.listdir(zmount.path)) == ["dev", "sys"]
     assert os.listdir(zmount.path / "dev") == ["zram0"]
 

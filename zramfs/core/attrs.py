@@ -72,4 +72,8 @@ ATTRS: tuple[Attr, ...] = (
 BY_NAME: dict[str, Attr] = {a.name: a for a in ATTRS}
 
 # debugfs: /sys/kernel/debug/zram/zramN/<name> (0400).
-DEBUGFS_ATTRS: tuple[Attr, ...] = (Attr("block_state", 0o400, D.show_block_state),)
+DEBUGFS_ATTRS: tuple[Attr, ...] = (
+    Attr("block_state", 0o400, D.show_block_state),
+    # zramfs extension (no such file in the kernel): entry-lock and dev_lock counters.
+    Attr("lock_stat", 0o400, D.show_lock_stat),
+)

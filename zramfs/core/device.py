@@ -43,7 +43,7 @@ from ..backends.base import AlgoParams, Buffer, Codec
 from ..errors import ZramError, einval
 from . import kparse, postprocess
 from .backing import BackingStore, _on_zramfs
-from .entrylock import LOCK_MASK, WRITER, DevLock
+from .entrylock import LOCK_MASK, WRITER, DevLock, LockStats
 from .slots import (
     ACTIME_MASK,
     ACTIME_SHIFT,
@@ -236,6 +236,12 @@ class ZramDevice:
 
     async def init_device(self, disksize: int) -> None:
         """``disksize_store`` after parsing: allocate table, pool, compressors."""
+        # Refuse an initialized device before queueing for the exclusive lock:
+        # while a recompress holds dev_lock shared, a queued writer would stall
+        # every I/O behind a store that is going to fail anyway.  Checked again
+        # under the lock (``initialized`` only changes under it).
+        if self.initialized:
+            raise ZramError(errno.EBUSY, "cannot change disksize of an initialized device")
         async with self.dev_lock.write():
             if self.initialized:
                 raise ZramError(errno.EBUSY, "cannot change disksize of an initialized device")
@@ -1045,6 +1051,29 @@ class ZramDevice:
                 lines.append(f"{idx:12d} {a >> ACTIME_SHIFT:12d}.{0:06d} {flags}\n")
         return "".join(lines).encode()
 
+    def show_lock_stat(self) -> bytes:
+        """debugfs ``lock_stat`` (a zramfs extension; the kernel has no such file).
+
+        A header line, then one row per lock: ``entry`` (all slot entry locks
+        of the current table: zeros before ``disksize``, restarted at each
+        init) and ``dev_lock`` (for the device's lifetime).  Columns are the
+        `entrylock.LockStats` fields, then ``queued``: tasks waiting right now.
+        """
+        dev_locks = self.dev_lock
+        rows: list[tuple[str, dict[str, int], int]] = []
+        if self.table is not None:
+            locks = self.table.locks
+            rows.append(("entry", locks.stats.as_dict(), locks.queued_tasks))
+        else:
+            rows.append(("entry", LockStats().as_dict(), 0))
+        rows.append(("dev_lock", dev_locks.stats.as_dict(), dev_locks.queued_tasks))
+        names = [*rows[0][1], "queued"]
+        out = [f"{'lock':<8s}" + "".join(f" {n:>15s}" for n in names) + "\n"]
+        for name, counters, queued in rows:
+            values = [*counters.values(), queued]
+            out.append(f"{name:<8s}" + "".join(f" {v:15d}" for v in values) + "\n")
+        return "".join(out).encode()
+
     def show_classes(self) -> bytes:
         """debugfs ``zsmalloc/<pool>/classes``."""
         _, pool = self._require_init()
@@ -1107,6 +1136,8 @@ class ZramDevice:
         name = kparse.parse_algo_name(buf)
         if name not in BACKEND_NAMES:
             raise einval(f"unknown compression algorithm {name!r}")
+        if self.initialized:  # before queueing for the lock: see init_device
+            raise ZramError(errno.EBUSY, "cannot change algorithm of an initialized device")
         async with self.dev_lock.write():
             if self.initialized:
                 raise ZramError(errno.EBUSY, "cannot change algorithm of an initialized device")

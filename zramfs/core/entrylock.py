@@ -74,18 +74,50 @@ class _Waiter:
 
 
 class LockStats:
-    """Contention counters, printed by the soak test and exposed for debugging."""
+    """Contention counters of one `EntryLocks` (or `DevLock`).
 
-    __slots__ = ("acquired", "contended", "cancelled_waits", "max_queue")
+    ``acquired`` counts every grant, fast or slow path.  Everything else is
+    counted on the contended slow path only (`EntryLocks._wait`), so an
+    uncontended lock/unlock pays exactly one integer increment:
+
+    * ``contended`` — waits started (a task had to queue);
+    * ``cancelled_waits`` — waits that ended in cancellation, nothing granted;
+    * ``max_queue`` — the longest queue one lock word ever had;
+    * ``wait_ns_total`` / ``wait_ns_max`` — time from queueing until the lock
+      was handed over or the wait was cancelled, in ns of the trio clock
+      (`trio.current_time`, so tests can drive it with a ``MockClock``).
+
+    Shown by debugfs ``lock_stat`` (a zramfs extension) and printed by the
+    soak test.
+    """
+
+    __slots__ = (
+        "acquired",
+        "contended",
+        "cancelled_waits",
+        "max_queue",
+        "wait_ns_total",
+        "wait_ns_max",
+    )
 
     def __init__(self) -> None:
         self.acquired = 0
         self.contended = 0
         self.cancelled_waits = 0
         self.max_queue = 0
+        self.wait_ns_total = 0
+        self.wait_ns_max = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def _waited(self, start: float) -> None:
+        ns = round((trio.current_time() - start) * 1e9)
+        if ns < 0:  # a clock that went backwards (only a misused MockClock can)
+            ns = 0
+        self.wait_ns_total += ns
+        if ns > self.wait_ns_max:
+            self.wait_ns_max = ns
 
 
 class EntryLocks:
@@ -203,6 +235,11 @@ class EntryLocks:
         """How many wait queues exist right now (leak check for tests)."""
         return len(self._queues)
 
+    @property
+    def queued_tasks(self) -> int:
+        """How many tasks wait on any slot right now (0 when the device is quiet)."""
+        return sum(len(q) for q in self._queues.values())
+
     # -- slow path ----------------------------------------------------------
 
     async def _wait(self, i: int, mode: int) -> None:
@@ -226,8 +263,12 @@ class EntryLocks:
             self._grant(i)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        # Granted by _grant(): the lock bits were set on our behalf.
+        start = trio.current_time()
+        try:
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            # Granted by _grant(): the lock bits were set on our behalf.
+        finally:
+            st._waited(start)
 
     def _grant(self, i: int) -> None:
         """Hand slot ``i`` to the head of its queue (and following readers)."""
@@ -287,6 +328,11 @@ class DevLock:
     @property
     def stats(self) -> LockStats:
         return self._locks.stats
+
+    @property
+    def queued_tasks(self) -> int:
+        """How many tasks wait for the device lock right now."""
+        return self._locks.waiting(0)
 
 
 class _DevGuard:

@@ -6,6 +6,7 @@
     sys/block/zramN/<attr>                      attrs.ATTRS
     sys/class/zram-control/{hot_add,hot_remove}
     sys/kernel/debug/zram/zramN/block_state     attrs.DEBUGFS_ATTRS
+    sys/kernel/debug/zram/zramN/lock_stat       (zramfs only: lock contention)
 
 Inode numbers are stable functions of (device id, file), so a node keeps its
 number across hot_add/hot_remove of other devices and the kernel's dentry
