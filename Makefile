@@ -23,6 +23,7 @@ demo: setup
 	bash examples/demo.sh
 
 bench: setup
+	$(PY) -m benchmarks.side_by_side --size 256M --rounds 3 --out docs/benchmarks.md --plot docs/benchmarks.png
 	$(PY) -m benchmarks.core_throughput
 
 clean:

@@ -234,3 +234,79 @@ def mounted(*extra: str, timeout: float = 20.0) -> Iterator[tuple[Mount, Path]]:
             _stop(m)
         signal.signal(signal.SIGTERM, old)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loop devices
+
+
+def attach_loop(image: Path, direct_io: bool = True) -> str:
+    """``losetup [--direct-io=on] -f --show IMAGE``: the new ``/dev/loopN``."""
+    args = ["losetup", "-f", "--show"]
+    if direct_io:
+        args.append("--direct-io=on")
+    res = subprocess.run([*args, str(image)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"losetup {image} failed: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+def _backing_file(loop: str) -> str | None:
+    try:
+        text = Path(f"/sys/block/{Path(loop).name}/loop/backing_file").read_text()
+    except OSError:
+        return None
+    return text.rstrip("\n")
+
+
+def detach_loop(loop: str, timeout: float = 10.0) -> None:
+    """``losetup -d`` and wait until the kernel has dropped the backing file
+    (it does so asynchronously); never raises."""
+    with contextlib.suppress(Exception):
+        subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _backing_file(loop) is not None:
+        time.sleep(0.02)
+
+
+def detach_loops_under(mountpoint: Path | str, timeout: float = 10.0) -> list[str]:
+    """Detach every loop device whose backing file lies inside ``mountpoint``
+    (whoever attached it); returns their names.  Never raises."""
+    found: list[str] = []
+    with contextlib.suppress(Exception):
+        found = [a.loop for a in mounts.loops_under(str(mountpoint))]
+    for loop in found:
+        detach_loop(loop, timeout)
+    return found
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_rss(pid: int) -> int:
+    """VmRSS of ``pid`` in bytes (from /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def settled_rss(pid: int, settle: float = 0.6) -> int:
+    """The lowest VmRSS over ``settle`` seconds: zramfs returns freed request
+    buffers to the kernel every 0.2 s, so one reading right after a burst of
+    I/O can be high by a few buffers (as ``tests/conftest.py``'s ``rss()``)."""
+    best = proc_rss(pid)
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        best = min(best, proc_rss(pid))
+    return best
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid``, all threads (from /proc/PID/stat), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
