@@ -91,13 +91,19 @@ def io_error(exc: Exception, what: str) -> ZramError:
     log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
     return ZramError(errno.EIO, f"{what} failed: {type(exc).__name__}")
 
+
 # Whole-batch steps are ``map``s of C functions over repeat()ed constants:
 # operator's functions take the fast call path, where an int's bound
 # ``__or__`` & co. (slot wrappers) would build an argument tuple per item.
 _select = itertools.compress
 _repeat = itertools.repeat
 _eq = operator.eq
+_ne = operator.ne
 _or = operator.or_
+_and = operator.and_
+_add = operator.add
+_rshift = operator.rshift
+_getitem = operator.getitem
 _le = operator.le
 # A read takes the general path for these slots: locked, written back,
 # same-filled, or compressed by a secondary algorithm.
@@ -109,6 +115,52 @@ _KEEP = ~(IDLE | PP_SLOT | ACTIME_MASK) & ((1 << 64) - 1)
 # least this long inline: below it the thread hop (60–150 µs measured here)
 # costs more than it saves.
 OFFLOAD_MIN_NS = 400_000
+# A batch codec (zstd) compresses or decompresses a request's pages in one
+# GIL-free call; from this many pages on (below, the per-page calls are as
+# cheap) ...
+BATCH_MIN_PAGES = 8
+# ... and on two of its threads (both CPUs on one request, the trio thread
+# blocked meanwhile) when the batch is expected to take at least this long:
+# below it starting the threads costs more than it saves.  Splitting a batch
+# between the trio thread and a worker thread for codecs without a batch call
+# (lz4: a GIL hand-off per page) was measured here and not kept: +1.5-2 ms
+# CPU per MiB and no faster on this shared 2-CPU machine.
+PARALLEL_MIN_NS = 250_000
+_CPUS = os.cpu_count() or 1
+PARALLEL = _CPUS > 1
+# Whether splitting pays depends on the machine's load (a busy second CPU
+# makes it slower than one thread), so both ways are timed, per direction and
+# codec: (kind "w", codec name, level) -> [one-thread ns per page,
+# split ns per page (EWMA; -1: not measured yet), eligible batches seen].  The
+# cheaper way is taken; every `_EXPLORE`-th batch the other, to keep its
+# figure current.
+_par_stats: dict[tuple[str, str, int | None], list[int]] = {}
+
+
+def _split_pays(kind: str, comp: Codec) -> list[int]:
+    """The `_par_stats` entry of ``kind`` and ``comp``, with its decision
+    appended as a fourth item (1: split, 0: one thread)."""
+    key = (kind, comp.name, comp.params.level)
+    st = _par_stats.get(key)
+    if st is None:
+        st = _par_stats[key] = [-1, -1, 0, 0]
+    st[2] += 1
+    split = st[1] < 0 or (st[0] >= 0 and st[1] < st[0])
+    if st[0] >= 0 and st[1] >= 0 and not st[2] % _EXPLORE:
+        split = not split
+    elif st[0] < 0 and st[1] >= 0:
+        split = False  # one-thread figure missing: measure it
+    st[3] = int(split)
+    return st
+
+
+def _split_learn(st: list[int], elapsed_ns: int, pages: int) -> None:
+    per = elapsed_ns // pages
+    i = 1 if st[3] else 0
+    old = st[i]
+    st[i] = per if old < 0 else old + ((per - old) >> _EWMA_SHIFT)
+
+
 _EWMA_SHIFT = 3
 _EXPLORE = 32  # every 32nd long batch tries the way currently judged slower
 # (codec name, level) -> [offloaded wall ns per page (EWMA; -1: not measured
@@ -134,6 +186,21 @@ def _words_same(page: bytes) -> int | None:
     return int.from_bytes(w, "little")
 
 
+def _same_pages(data: Buffer, pos: int, count: int) -> list[int]:
+    """Indexes of the same-filled pages among ``count`` pages of ``data`` from
+    ``pos`` (``page_same_filled()``): first against last word of every page
+    in C, the rare match compared in full."""
+    q = memoryview(data)[pos : pos + (count << PAGE_SHIFT)].cast("Q")
+    firsts = q[::PAGE_WORDS].tolist()
+    lasts = q[PAGE_WORDS - 1 :: PAGE_WORDS].tolist()
+    return [
+        k
+        for k in _select(range(count), map(_eq, firsts, lasts))
+        if q[k * PAGE_WORDS : (k + 1) * PAGE_WORDS].tobytes()
+        == q[k * PAGE_WORDS : k * PAGE_WORDS + 1].tobytes() * PAGE_WORDS
+    ]
+
+
 def compress_run(
     compress: Callable[[Buffer], bytes], data: bytes, pos: int, count: int
 ) -> tuple[list[int], list[bytes]]:
@@ -149,15 +216,7 @@ def compress_run(
     """
     stop = pos + (count << PAGE_SHIFT)
     mv = memoryview(data)
-    q = mv[pos:stop].cast("Q")
-    firsts = q[::PAGE_WORDS].tolist()
-    lasts = q[PAGE_WORDS - 1 :: PAGE_WORDS].tolist()
-    same = [
-        k
-        for k in _select(range(count), map(_eq, firsts, lasts))
-        if q[k * PAGE_WORDS : (k + 1) * PAGE_WORDS].tobytes()
-        == q[k * PAGE_WORDS : k * PAGE_WORDS + 1].tobytes() * PAGE_WORDS
-    ]
+    same = _same_pages(data, pos, count)
     starts: Sequence[int] = range(pos, stop, PAGE_SIZE)
     if same:
         skip = {pos + (k << PAGE_SHIFT) for k in same}
@@ -340,19 +399,101 @@ class ZramDevice:
         now = self.clock() << ACTIME_SHIFT
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
+        if end - offset == PAGE_SIZE and not offset & (PAGE_SIZE - 1):
+            # One whole page (4 KiB random I/O): its common case inline,
+            # without the batch machinery's frames and list.
+            a = table.attr[first]
+            size = a & SIZE_MASK
+            if size and not a & _READ_SLOW:
+                h = table.handle[first]
+                o = (h >> 1) & HANDLE_OFF_MASK
+                obj = pool.segment_views()[h >> HANDLE_SEG_SHIFT][o : o + size]
+                page = bytes(obj) if size == PAGE_SIZE else comp.decompress(obj, PAGE_SIZE)
+                b = (a & _KEEP) | now  # mark_slot_accessed()
+                if b != a:
+                    table.attr[first] = b
+                return page
         parts = await self._load_pages(table, pool, comp, first, last + 1, now)
         lo = offset & (PAGE_SIZE - 1)
         if lo:
-            parts[0] = parts[0][lo:]
+            parts[0] = memoryview(parts[0])[lo:]
         tail = end & (PAGE_SIZE - 1)
         if tail:
-            parts[-1] = parts[-1][: tail - (lo if first == last else 0)]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts[-1] = memoryview(parts[-1])[: tail - (lo if first == last else 0)]
+        if len(parts) == 1:
+            one = parts[0]
+            return one if type(one) is bytes else bytes(one)
+        return b"".join(parts)
 
     async def _load_pages(
         self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
-    ) -> list[bytes]:
-        """The pages of ``[first, stop)`` one by one, whatever their slots hold."""
+    ) -> list[Buffer]:
+        """The pages of ``[first, stop)``, whatever their slots hold."""
+        # A batch-decompressing codec (zstd) takes whole-batch steps when
+        # every slot holds a page in RAM; for short requests, and for lz4
+        # (measured: no gain), the page-by-page loop.
+        if stop - first < BATCH_MIN_PAGES or not getattr(comp, "batch_decompress", False):
+            return await self._load_each(table, pool, comp, first, stop, now)
+        attrs = table.attr[first:stop].tolist()
+        if not any(map(_and, attrs, _repeat(_READ_SLOW))):
+            sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
+            if 0 not in sizes:
+                return self._load_stored(table, pool, comp, first, stop, attrs, sizes, now)
+            if not any(sizes):
+                return [ZERO_PAGE] * (stop - first)  # nothing stored, nothing to stamp
+        return await self._load_each(table, pool, comp, first, stop, now)
+
+    def _load_stored(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        first: int,
+        stop: int,
+        attrs: list[int],
+        sizes: list[int],
+        now: int,
+    ) -> list[Buffer]:
+        """`_load_pages` when every slot holds a page in RAM, compressed by
+        the primary codec or huge, and nobody holds it: whole-batch steps
+        (maps of C functions), then one `_decompress_all`; no ``await``."""
+        n = stop - first
+        hs = table.handle[first:stop].tolist()
+        views = pool.segment_views()
+        offs = list(map(_and, map(_rshift, hs, _repeat(1)), _repeat(HANDLE_OFF_MASK)))
+        segs = map(views.__getitem__, map(_rshift, hs, _repeat(HANDLE_SEG_SHIFT)))
+        slices = map(slice, offs, map(_add, offs, sizes))
+        objs: list[Buffer] = list(map(_getitem, segs, slices))  # type: ignore[arg-type]
+        if PAGE_SIZE in sizes:
+            small = list(_select(range(n), map(_ne, sizes, _repeat(PAGE_SIZE))))
+            out = self._decompress_all(comp, [objs[i] for i in small]) if small else []
+            for i in _select(range(n), map(_eq, sizes, _repeat(PAGE_SIZE))):
+                objs[i] = bytes(objs[i])  # huge: stored raw
+            any(map(objs.__setitem__, small, out))
+            parts = objs
+        else:
+            parts = self._decompress_all(comp, objs)
+        # mark_slot_accessed() of every slot (all hold something).
+        stamped = list(map(_or, map(_and, attrs, _repeat(_KEEP)), _repeat(now)))
+        if stamped != attrs:
+            table.attr[first:stop] = _array("Q", stamped)
+        return parts
+
+    @staticmethod
+    def _decompress_all(comp: Codec, objs: list[Buffer]) -> list[Buffer]:
+        """A batch codec's ``decompress_pages`` of every object, in one
+        GIL-free call on the trio thread, which blocks until all are done
+        (never yields), so the pool views it reads cannot change.  One
+        thread: splitting a 512 KiB read over two of zstd's threads was
+        slower (2.9 vs 2.2 ms per MiB, load 0.8: the threads are started
+        per call)."""
+        return list(comp.decompress_pages(objs, 1))  # type: ignore[attr-defined]
+
+    async def _load_each(
+        self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
+    ) -> list[Buffer]:
+        """`_load_pages` one page at a time (locked, written-back, same-filled
+        or recompressed slots, unallocated ones among stored ones)."""
         attr = table.attr
         handle = table.handle
         locks = table.locks
@@ -367,7 +508,7 @@ class ZramDevice:
         seg_shift = HANDLE_SEG_SHIFT
         decompress = comp.decompress
         views = pool.segment_views()
-        parts: list[bytes] = []
+        parts: list[Buffer] = []
         append = parts.append
         for idx in range(first, stop):
             a = attr[idx]
@@ -471,6 +612,15 @@ class ZramDevice:
 
     async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
         n = len(data)
+        # One whole page (4 KiB random I/O): `_store_run` straight away,
+        # without `_write_full`'s batch machinery; a slot somebody holds
+        # (nothing stored then) takes the general path, which waits.
+        if (
+            n == PAGE_SIZE
+            and not offset & (PAGE_SIZE - 1)
+            and self._store_run(table, pool, offset >> PAGE_SHIFT, data, 0, 0, 1)
+        ):
+            return
         pos = 0
         head = offset & (PAGE_SIZE - 1)
         if head:
@@ -614,7 +764,7 @@ class ZramDevice:
         page by page, storing the pages before it and failing at it).
         """
         try:
-            same, blobs = compress_run(comp.compress, data, pos, count)
+            same, blobs = self._compress_batch(comp, data, pos, count)
         except Exception:
             return False
         self._commit_fresh(table, pool, first, data, pos, count, same, blobs, 0)
@@ -629,7 +779,7 @@ class ZramDevice:
         pos: int,
         count: int,
         same: list[int],
-        blobs: list[bytes],
+        blobs: Sequence[Buffer],
         lockbits: int,
     ) -> None:
         """Store `compress_run`'s results for slots that hold nothing.
@@ -642,7 +792,7 @@ class ZramDevice:
         when the caller holds them all).
         """
         mv = memoryview(data)
-        stored: list[bytes | memoryview] = list(blobs)
+        stored: list[Buffer] = list(blobs)
         sizes = list(map(len, stored))
         ks: Sequence[int] = range(count)
         if same:
@@ -781,10 +931,49 @@ class ZramDevice:
         per = elapsed_ns // pages
         self._comp_cost_ns += (per - self._comp_cost_ns) >> _EWMA_SHIFT
 
+    def _compress_batch(
+        self, comp: Codec, data: bytes, pos: int, count: int
+    ) -> tuple[list[int], Sequence[Buffer]]:
+        """`compress_run` of a batch on the trio thread.  A batch codec (zstd)
+        compresses it in one GIL-free call (`_compress_pages`), on two of
+        its own threads when the batch is long enough (`PARALLEL_MIN_NS`)
+        and that has measured faster (`_split_pays`); the trio thread blocks
+        meanwhile.  Any other codec: `compress_run`, page by page."""
+        if not getattr(comp, "batch_compress", False) or count < BATCH_MIN_PAGES:
+            return compress_run(comp.compress, data, pos, count)
+        if (
+            not PARALLEL
+            or not getattr(comp, "batch_parallel", False)
+            or count * self._comp_cost_ns < PARALLEL_MIN_NS
+        ):
+            return self._compress_pages(comp, data, pos, count, 1)
+        st = _split_pays("w", comp)
+        t0 = time.perf_counter_ns()
+        out = self._compress_pages(comp, data, pos, count, 1 + st[3])
+        _split_learn(st, time.perf_counter_ns() - t0, count)
+        return out
+
+    @staticmethod
+    def _compress_pages(
+        comp: Codec, data: bytes, pos: int, count: int, threads: int
+    ) -> tuple[list[int], Sequence[Buffer]]:
+        """`compress_run` through a batch codec's ``compress_pages``."""
+        same = _same_pages(data, pos, count)
+        frames = comp.compress_pages(data, pos, count, threads)  # type: ignore[attr-defined]
+        if not same:
+            return same, frames  # type: ignore[no-any-return]
+        skip = set(same)
+        return same, [frames[k] for k in range(count) if k not in skip]
+
     async def _compress_offloaded(
         self, comp: Codec, data: bytes, pos: int, count: int
-    ) -> tuple[list[int], list[bytes]]:
-        """`compress_run` of the batch, in two halves on worker threads."""
+    ) -> tuple[list[int], Sequence[Buffer]]:
+        """`compress_run` of the batch, in two halves on worker threads (a
+        batch codec: one worker thread, the codec's two threads under it)."""
+        if getattr(comp, "batch_compress", False):
+            return await trio.to_thread.run_sync(
+                self._compress_pages, comp, data, pos, count, max(_CPUS, 2)
+            )
         half = (count + 1) // 2
         compress = comp.compress
         parts: list[tuple[list[int], list[bytes]]] = [([], []), ([], [])]
@@ -801,7 +990,7 @@ class ZramDevice:
         return parts[0][0] + [half + k for k in parts[1][0]], parts[0][1] + parts[1][1]
 
     def _store(
-        self, table: SlotTable, pool: ZsPool, idx: int, page: bytes, compressed: bytes | None
+        self, table: SlotTable, pool: ZsPool, idx: int, page: bytes, compressed: Buffer | None
     ) -> None:
         """``zram_write_page`` for a slot the caller holds exclusively.
 
