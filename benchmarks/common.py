@@ -202,11 +202,17 @@ def _stop(m: Mount) -> None:
                 mounts.fuse_unmount(str(m.path), lazy=True)
     try:
         m.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+    except BaseException:
+        # Timed out, or Ctrl-C / SIGTERM landed while waiting: the daemon
+        # must not outlive us, nor its mount (the caller's finally removes
+        # the directory next).
         m.proc.kill()
-        m.proc.wait(timeout=5)
+        with contextlib.suppress(Exception):
+            m.proc.wait(timeout=5)
         with contextlib.suppress(Exception):
             mounts.fuse_unmount(str(m.path), lazy=True)
+        if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+            raise
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
