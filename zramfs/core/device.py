@@ -364,7 +364,10 @@ class ZramDevice:
         """Read ``size`` bytes at ``offset``: short at the end of the device."""
         if offset < 0 or size < 0:
             raise einval("negative offset or size")
-        async with self.dev_lock.read():
+        dl = self.dev_lock  # `async with dl.read()`, without the guard's frames
+        if not dl.try_read():
+            await dl.wait_read()
+        try:
             end = min(offset + size, self.disksize)
             if offset >= end:
                 return b""
@@ -386,6 +389,8 @@ class ZramDevice:
                 b.read_ios += 1
                 b.read_sectors += (end - offset) >> SECTOR_SHIFT
             return out
+        finally:
+            dl.release_read()
 
     async def _read_range(self, table: SlotTable, pool: ZsPool, offset: int, end: int) -> bytes:
         """Assemble the pages of ``[offset, end)``; one join, no scratch buffer.
@@ -584,7 +589,10 @@ class ZramDevice:
             raise einval("negative offset")
         if n == 0:
             return 0
-        async with self.dev_lock.read():
+        dl = self.dev_lock  # `async with dl.read()`, without the guard's frames
+        if not dl.try_read():
+            await dl.wait_read()
+        try:
             if offset >= self.disksize:
                 raise ZramError(errno.ENOSPC, "write past the end of the device")
             table, pool = self._require_init()
@@ -609,6 +617,8 @@ class ZramDevice:
                 b.write_ios += 1
                 b.write_sectors += (end - offset) >> SECTOR_SHIFT
             return end - offset
+        finally:
+            dl.release_read()
 
     async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
         n = len(data)

@@ -45,8 +45,9 @@ Everything runs on the trio thread; worker threads never touch lock state.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, MutableSequence
+from collections.abc import AsyncIterator, Callable, MutableSequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
@@ -310,16 +311,28 @@ class DevLock:
     simply queue.
     """
 
-    __slots__ = ("_locks",)
+    __slots__ = ("_locks", "try_read", "release_read")
 
     def __init__(self) -> None:
         self._locks = EntryLocks([0])
+        # The 4 KiB data path's form of ``async with read():`` — no guard
+        # object, no ``__aenter__``/``__aexit__`` coroutines, and C-level
+        # partials instead of Python frames (docs/profile.md, "4 KiB
+        # requests"):  ``if not dl.try_read(): await dl.wait_read()``, then
+        # ``try: ... finally: dl.release_read()``.  `try_read` takes a share
+        # exactly when `EntryLocks.lock_shared` would without waiting.
+        self.try_read: Callable[[], bool] = partial(self._locks.try_lock_shared, 0)
+        self.release_read: Callable[[], None] = partial(self._locks.unlock_shared, 0)
 
     def read(self) -> _DevGuard:
         return _DevGuard(self._locks, shared=True)
 
     def write(self) -> _DevGuard:
         return _DevGuard(self._locks, shared=False)
+
+    async def wait_read(self) -> None:
+        """Queue for a share after `try_read` failed (cancellable; nothing held if cancelled)."""
+        await self._locks.lock_shared(0)
 
     @property
     def locked_exclusive(self) -> bool:
