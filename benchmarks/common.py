@@ -10,6 +10,7 @@ dependency-free cousin of ``tests/conftest.py``'s ``start_mount`` /
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -29,6 +30,49 @@ from zramfs.fs import mounts
 
 PAGE = 4096
 MiB = 1 << 20
+
+KERNEL_ZRAM0 = Path("/sys/block/zram0")
+# Every test and benchmark that configures zram0 holds this flock meanwhile.
+KERNEL_ZRAM0_LOCK = "/run/zramfs-tests-kernel-zram0.lock"
+
+
+class KernelZramUnavailable(Exception):
+    """The kernel's zram0 is absent, held by another run, or in use: skip."""
+
+
+@contextlib.contextmanager
+def kernel_zram0(lock_wait: float) -> Iterator[Path]:
+    """The kernel's zram0, unused, under `KERNEL_ZRAM0_LOCK`; reset afterwards.
+
+    Raises `KernelZramUnavailable` (before touching anything) when it is
+    absent, not ours to use (not root), held by another run for more than
+    ``lock_wait`` seconds, or already initialized by someone else.
+    """
+    if os.geteuid() != 0 or not KERNEL_ZRAM0.exists():
+        raise KernelZramUnavailable("no /sys/block/zram0 (or not root)")
+    with open(KERNEL_ZRAM0_LOCK, "w") as lock:
+        deadline = time.monotonic() + lock_wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise KernelZramUnavailable(
+                        f"zram0 held by another run for over {lock_wait:g} s"
+                    ) from None
+                time.sleep(0.2)
+        if (KERNEL_ZRAM0 / "initstate").read_text().strip() != "0":
+            raise KernelZramUnavailable("the kernel's zram0 is in use")
+        try:
+            yield KERNEL_ZRAM0
+        finally:
+            for _ in range(50):  # EBUSY while a last opener lets go
+                try:
+                    (KERNEL_ZRAM0 / "reset").write_text("1")
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def parse_size(text: str) -> int:

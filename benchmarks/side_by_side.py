@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -50,13 +49,17 @@ from typing import Any
 
 from benchmarks.bare_fs import bare_mounted
 from benchmarks.common import (
+    KERNEL_ZRAM0,
+    KERNEL_ZRAM0_LOCK,
     PAGE,
+    KernelZramUnavailable,
     Log,
     MiB,
     attach_loop,
     code_state,
     detach_loop,
     detach_loops_under,
+    kernel_zram0,
     mounted,
     parse_size,
     proc_cpu_seconds,
@@ -65,9 +68,8 @@ from benchmarks.common import (
 from benchmarks.data import realistic_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KERNEL_SYS = Path("/sys/block/zram0")
+KERNEL_SYS = KERNEL_ZRAM0
 KERNEL_DEV = "/dev/zram0"
-KERNEL_LOCK = "/run/zramfs-tests-kernel-zram0.lock"  # as tests/conftest.py's kernel_zram
 MM_STAT_FIELDS = (
     "orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max",
     "same_pages", "pages_compacted", "huge_pages", "huge_pages_since",
@@ -230,39 +232,22 @@ class Prepared:
 def kernel_zram(size: int, lock_wait: float) -> Iterator[Prepared]:
     """The kernel's zram0 with lz4 and ``size`` bytes, under the tests' flock;
     reset afterwards."""
-    if os.geteuid() != 0 or not KERNEL_SYS.exists():
-        raise Skip("no /sys/block/zram0 (or not root)")
-    with open(KERNEL_LOCK, "w") as lock:
-        deadline = time.monotonic() + lock_wait
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Skip(f"zram0 held by another run for over {lock_wait:g} s") from None
-                time.sleep(0.2)
-        if (KERNEL_SYS / "initstate").read_text().strip() != "0":
-            raise Skip("the kernel's zram0 is in use")
+    with contextlib.ExitStack() as stack:
         try:
-            if "lz4" not in (KERNEL_SYS / "comp_algorithm").read_text().replace("[", " ").replace(
-                "]", " "
-            ).split():
-                raise Skip("the kernel's zram has no lz4")
-            (KERNEL_SYS / "comp_algorithm").write_text("lz4")
-            (KERNEL_SYS / "disksize").write_text(str(size))
+            stack.enter_context(kernel_zram0(lock_wait))
+        except KernelZramUnavailable as e:
+            raise Skip(str(e)) from None
+        if "lz4" not in (KERNEL_SYS / "comp_algorithm").read_text().replace("[", " ").replace(
+            "]", " "
+        ).split():
+            raise Skip("the kernel's zram has no lz4")
+        (KERNEL_SYS / "comp_algorithm").write_text("lz4")
+        (KERNEL_SYS / "disksize").write_text(str(size))
 
-            def mm() -> list[int]:
-                return [int(x) for x in (KERNEL_SYS / "mm_stat").read_text().split()]
+        def mm() -> list[int]:
+            return [int(x) for x in (KERNEL_SYS / "mm_stat").read_text().split()]
 
-            yield Prepared(KERNEL_DEV, None, mm)
-        finally:
-            for _ in range(50):
-                try:
-                    (KERNEL_SYS / "reset").write_text("1")
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        yield Prepared(KERNEL_DEV, None, mm)
 
 
 @contextlib.contextmanager
@@ -844,7 +829,7 @@ def markdown(res: dict[str, Any], plot: str | None, argv: list[str], out: str) -
     ]
     desc = {
         "kernel-lz4": "`/dev/zram0`: `comp_algorithm lz4`, `disksize`; held under the tests' "
-        f"flock (`{KERNEL_LOCK}`), `reset` after the round.",
+        f"flock (`{KERNEL_ZRAM0_LOCK}`), `reset` after the round.",
         "zramfs-lz4-loop": "a zramfs mount (`benchmarks/common.py` `mounted()`), "
         "`comp_algorithm lz4`, `disksize`, the image through `losetup --direct-io=on`.",
         "zramfs-lz4-image": "the same mount's `MNT/dev/zram0` opened directly.",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import KernelZramUnavailable, kernel_zram0
 from zramfs.fs import mounts
 
 
@@ -157,11 +158,18 @@ class ZramfsMount:
             return ""
 
 
-def start_mount(path: Path, *extra: str, timeout: float = 20.0) -> ZramfsMount:
+def start_mount(
+    path: Path, *extra: str, timeout: float = 20.0, module: str = "zramfs"
+) -> ZramfsMount:
+    """``python -m MODULE mount -f EXTRA... PATH``; returns once it is mounted.
+
+    ``module`` is the daemon's entry point: ``zramfs``, or a test wrapper
+    with the same CLI (``zramfs.backends.faulty``).
+    """
     log = path.parent / (path.name + ".log")
     logf = open(log, "wb")  # noqa: SIM115 - owned by the daemon process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zramfs", "mount", "-f", *extra, str(path)],
+        [sys.executable, "-m", module, "mount", "-f", *extra, str(path)],
         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
     )  # fmt: skip
     logf.close()
@@ -172,10 +180,10 @@ def start_mount(path: Path, *extra: str, timeout: float = 20.0) -> ZramfsMount:
         if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
             return m
         if proc.poll() is not None:
-            raise AssertionError(f"zramfs daemon exited {proc.returncode}:\n{m.log_text()}")
+            raise AssertionError(f"{module} daemon exited {proc.returncode}:\n{m.log_text()}")
         time.sleep(0.02)
     stop_mount(m)
-    raise AssertionError(f"zramfs did not mount within {timeout}s:\n{m.log_text()}")
+    raise AssertionError(f"{module} did not mount within {timeout}s:\n{m.log_text()}")
 
 
 def stop_mount(m: ZramfsMount) -> None:
@@ -239,29 +247,9 @@ def kernel_zram() -> Iterator[Path]:
     Holds an exclusive flock for the whole test, so two test runs on this
     machine (developers, CI) never configure the one zram0 at the same time.
     """
-    import fcntl
-
-    sysdir = Path("/sys/block/zram0")
-    if os.geteuid() != 0 or not sysdir.exists():
-        pytest.skip("kernel zram0 not available")
-    with open("/run/zramfs-tests-kernel-zram0.lock", "w") as lock:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip("kernel zram0 is held by another test run")
-                time.sleep(0.2)
-        if (sysdir / "initstate").read_text().strip() != "0":
-            pytest.skip("kernel zram0 is in use")
+    with contextlib.ExitStack() as stack:
         try:
-            yield sysdir
-        finally:
-            for _ in range(50):
-                try:
-                    (sysdir / "reset").write_text("1")
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            sysdir = stack.enter_context(kernel_zram0(lock_wait=300))
+        except KernelZramUnavailable as e:
+            pytest.skip(f"kernel zram0 not usable: {e}")
+        yield sysdir

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ZramfsMount, needs_fuse, needs_loop, run, stop_mount
+from tests.conftest import ZramfsMount, needs_fuse, needs_loop, run, start_mount, stop_mount
 from tests.test_fs_lifecycle import is_mounted, signal_until_exit, wait_for
 from zramfs.backends import BACKEND_NAMES, faulty
 from zramfs.fs import mounts
@@ -668,33 +668,12 @@ def test_backing_file_removed_underneath(zmount: ZramfsMount, tmp_path: Path) ->
 # ============================================================ a codec that fails
 
 
-def start_faulty_mount(path: Path, timeout: float = 20.0) -> ZramfsMount:
-    """``zramfs mount -f`` with `faulty.install` applied in the daemon (lz4 is faulty)."""
-    log = path.parent / (path.name + ".log")
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zramfs.backends.faulty", "mount", "-f", str(path)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-        )  # fmt: skip
-    m = ZramfsMount(path, proc, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = mounts.find_mount(str(path))
-        if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
-            return m
-        if proc.poll() is not None:
-            raise AssertionError(f"faulty daemon exited {proc.returncode}:\n{m.log_text()}")
-        time.sleep(0.02)
-    stop_mount(m)
-    raise AssertionError(f"faulty daemon did not mount:\n{m.log_text()}")
-
-
 @pytest.fixture
 def fmount() -> Iterator[ZramfsMount]:
     base = Path(tempfile.mkdtemp(prefix="zramfs-faulty-"))
     mnt = base / "mnt"
     mnt.mkdir()
-    m = start_faulty_mount(mnt)
+    m = start_mount(mnt, module="zramfs.backends.faulty")
     try:
         yield m
     finally:
