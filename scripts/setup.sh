@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 PYFUSE3_VERSION=3.5.0
-DEB_PKGS="fuse3 libfuse3-dev pkg-config fio e2fsprogs util-linux kmod"
+# gcc, python3-dev: pyfuse3 and zramfs._zpages are compiled here; liblz4-dev: _zpages
+# links the system LZ4 (1.9.4, the release python-lz4 bundles); python3-venv: the venv.
+DEB_PKGS="fuse3 libfuse3-dev pkg-config fio e2fsprogs util-linux kmod gcc python3-dev python3-venv liblz4-dev"
 
 missing=""
 for p in $DEB_PKGS; do
@@ -48,9 +50,13 @@ then
     "$VENV/bin/pip" install -q "$work/pyfuse3-$PYFUSE3_VERSION"
 fi
 
-# The project, editable, with its test tools. Re-run when pyproject changes.
+# The project, editable, with its test tools; this also compiles the C extension
+# zramfs._zpages in place (setup.py). Re-run when pyproject.toml, setup.py or the
+# C source changes, or when the built module is missing.
 stamp="$VENV/.zramfs-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+have_ext() { "$VENV/bin/python" -c "import zramfs._zpages" 2>/dev/null; }
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ zramfs/_zpages.c -nt "$stamp" ] || ! have_ext; then
     "$VENV/bin/pip" install -q -e ".[dev]"
     touch "$stamp"
 fi

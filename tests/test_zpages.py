@@ -1,0 +1,634 @@
+"""zramfs._zpages, the C page loops: byte-identity with python-lz4, threads, errors, buffers."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+import shutil
+import subprocess
+import sysconfig
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lz4
+import lz4.block
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.data import realistic_data, swap_like_data
+from zramfs import _zpages as zp
+
+PAGE = 4096
+Pages = Callable[[bytes | bytearray | memoryview, int, int, int, int], tuple[bytearray, bytes]]
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ------------------------------------------------------------------ the corpus
+
+
+def _same_filled(page: bytes) -> bool:
+    """The kernel's page_same_filled(), written independently: one distinct 8-byte word."""
+    return len(set(memoryview(page).cast("Q"))) == 1
+
+
+def _word_pages() -> list[bytes]:
+    """Same-filled pages, and pages that fool a first/last-word-only check."""
+    words = [b"\0" * 8, b"\xff" * 8, b"\x01\x02\x03\x04\x05\x06\x07\x08", b"zramfs!!"]
+    pages = [w * (PAGE // 8) for w in words]
+    for w in words:
+        other = bytes(b ^ 0x5A for b in w)
+        for i in (1, 2, 255, 256, PAGE // 8 - 2):  # one word in the middle differs
+            p = bytearray(w * (PAGE // 8))
+            p[i * 8 : i * 8 + 8] = other
+            pages.append(bytes(p))
+        p = bytearray(w * (PAGE // 8))  # only the first and last words match
+        p[8 : PAGE - 8] = random.Random(7).randbytes(PAGE - 16)
+        pages.append(bytes(p))
+        p = bytearray(w * (PAGE // 8))  # one byte differs, not word aligned
+        p[PAGE // 2 + 3] ^= 1
+        pages.append(bytes(p))
+    return pages
+
+
+def _edge_pages(rng: random.Random) -> list[bytes]:
+    """Random bytes with a zero tail of 0..160 bytes: blocks of about 3950..4115
+    bytes, so the 4095-byte capacity is crossed (store-raw vs. compressed)."""
+    return [rng.randbytes(PAGE - m) + bytes(m) for m in range(0, 161)]
+
+
+def _text_page(rng: random.Random) -> bytes:
+    words = ["zram", "page", "swap", "the", "compressed", "block", "of", "memory", "lz4"]
+    text = " ".join(rng.choice(words) for _ in range(1200)).encode()
+    return text[:PAGE]
+
+
+@functools.cache
+def corpus() -> bytes:
+    """A few thousand varied pages, concatenated (page-aligned)."""
+    rng = random.Random(2024)
+    parts: list[bytes] = [realistic_data(8 << 20), swap_like_data(1 << 20, seed=5)]
+    parts += _word_pages()
+    parts += [rng.randbytes(PAGE) for _ in range(64)]  # incompressible: store raw
+    parts += _edge_pages(rng)
+    parts += [_text_page(rng) for _ in range(64)]
+    for _ in range(64):  # mixed halves
+        a = rng.choice([rng.randbytes(PAGE // 2), bytes(PAGE // 2), _text_page(rng)[: PAGE // 2]])
+        b = rng.choice([rng.randbytes(PAGE // 2), b"\xaa" * (PAGE // 2), _text_page(rng)[:2048]])
+        parts.append(a + b)
+    data = b"".join(parts)
+    assert len(data) % PAGE == 0
+    return data
+
+
+def _ref_fast(acceleration: int) -> Callable[[bytes], bytes]:
+    def ref(page: bytes) -> bytes:
+        out: bytes = lz4.block.compress(
+            page, mode="fast", acceleration=acceleration, store_size=False
+        )
+        return out
+
+    return ref
+
+
+def _ref_hc(level: int) -> Callable[[bytes], bytes]:
+    def ref(page: bytes) -> bytes:
+        out: bytes = lz4.block.compress(
+            page, mode="high_compression", compression=level, store_size=False
+        )
+        return out
+
+    return ref
+
+
+def _check_identical(
+    src: bytes, pos: int, count: int, out: bytearray, sizes: bytes, ref: Callable[[bytes], bytes]
+) -> dict[str, int]:
+    """Every page's result is what the contract says, compared with python-lz4."""
+    assert isinstance(out, bytearray) and len(out) == count * PAGE
+    assert isinstance(sizes, bytes) and len(sizes) == 2 * count
+    sz = memoryview(sizes).cast("H")
+    kinds = {"same": 0, "raw": 0, "compressed": 0}
+    for k in range(count):
+        page = src[pos + k * PAGE : pos + (k + 1) * PAGE]
+        size = sz[k]
+        assert size == int.from_bytes(sizes[2 * k : 2 * k + 2], "little")
+        if _same_filled(page):
+            assert size == 0, k
+            kinds["same"] += 1
+            continue
+        expected = ref(page)
+        if len(expected) >= PAGE:
+            assert size == PAGE, (k, len(expected))
+            kinds["raw"] += 1
+        else:
+            assert size == len(expected), (k, size, len(expected))
+            assert out[k * PAGE : k * PAGE + size] == expected, k
+            kinds["compressed"] += 1
+    return kinds
+
+
+def _objects(src: bytes, pos: int, count: int, out: bytearray, sizes: bytes) -> list[bytes]:
+    """What a caller stores per page: b"" (same-filled), the raw page, or the block."""
+    sz = memoryview(sizes).cast("H")
+    objs = []
+    for k in range(count):
+        s = sz[k]
+        if s == 0:
+            objs.append(b"")
+        elif s == PAGE:
+            objs.append(src[pos + k * PAGE : pos + (k + 1) * PAGE])
+        else:
+            objs.append(bytes(out[k * PAGE : k * PAGE + s]))
+    return objs
+
+
+def _expected_back(src: bytes, pos: int, count: int, sizes: bytes) -> bytes:
+    """What decompressing `_objects` gives: the pages, except that a same-filled
+    page (stored as b"", its word kept elsewhere by the caller) comes back as zeros."""
+    sz = memoryview(sizes).cast("H")
+    pages = [src[pos + k * PAGE : pos + (k + 1) * PAGE] for k in range(count)]
+    return b"".join(bytes(PAGE) if sz[k] == 0 else p for k, p in enumerate(pages))
+
+
+# ------------------------------------------------------------- byte identity
+
+
+def test_linked_lz4_is_python_lz4s_version() -> None:
+    assert lz4.library_version_string() == zp.LZ4_VERSION
+    assert zp.PAGE_SIZE == PAGE
+
+
+@pytest.mark.parametrize("acceleration", [1, 8, 0, -5, 65537, 1 << 20])
+def test_fast_identical_to_python_lz4(acceleration: int) -> None:
+    src = corpus()
+    count = len(src) // PAGE
+    out, sizes = zp.lz4_compress_pages(src, 0, count, acceleration, 2)
+    kinds = _check_identical(src, 0, count, out, sizes, _ref_fast(acceleration))
+    # (a huge acceleration skips most matches: most pages then go raw)
+    many = 2000 if acceleration <= 8 else 50
+    assert kinds["same"] >= 8 and kinds["raw"] >= 64 and kinds["compressed"] >= many, kinds
+
+
+@pytest.mark.parametrize("level", [4, 9, 12, 0, 1, 3, 10, 13])
+def test_hc_identical_to_python_lz4(level: int) -> None:
+    src = corpus()
+    count = len(src) // PAGE
+    out, sizes = zp.lz4hc_compress_pages(src, 0, count, level, 2)
+    kinds = _check_identical(src, 0, count, out, sizes, _ref_hc(level))
+    assert kinds["same"] >= 8 and kinds["raw"] >= 64 and kinds["compressed"] >= 2000, kinds
+
+
+def test_the_4095_byte_limit_is_crossed() -> None:
+    """The edge pages really give blocks on both sides of 4095/4096 bytes, and a
+    block of exactly 4095 bytes is kept while 4096 means store raw."""
+    rng = random.Random(11)
+    edge = _edge_pages(rng)
+    lengths = {len(_ref_fast(1)(p)) for p in edge}
+    assert {4094, 4095, 4096, 4097} <= lengths, sorted(lengths)
+    src = b"".join(edge)
+    out, sizes = zp.lz4_compress_pages(src, 0, len(edge), 1, 1)
+    _check_identical(src, 0, len(edge), out, sizes, _ref_fast(1))
+    assert 4095 in memoryview(sizes).cast("H")
+
+
+@pytest.mark.parametrize("pos", [1, 7, 1234, PAGE - 1])
+def test_unaligned_pos(pos: int) -> None:
+    src = realistic_data(1 << 20) + b"\0" * PAGE
+    count = (len(src) - pos) // PAGE
+    for fn, ref in ((zp.lz4_compress_pages, _ref_fast(1)), (zp.lz4hc_compress_pages, _ref_hc(9))):
+        out, sizes = fn(src, pos, count, 1 if fn is zp.lz4_compress_pages else 9, 2)
+        _check_identical(src, pos, count, out, sizes, ref)
+
+
+def test_same_filled_unaligned_and_in_the_middle() -> None:
+    """A same-filled page at an odd offset, between other pages, is size 0."""
+    rng = random.Random(3)
+    src = rng.randbytes(5) + rng.randbytes(PAGE) + b"\x07" * PAGE + rng.randbytes(PAGE)
+    out, sizes = zp.lz4_compress_pages(src, 5, 3, 1, 3)
+    assert list(memoryview(sizes).cast("H")) == [PAGE, 0, PAGE]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=600),
+            st.tuples(st.binary(min_size=1, max_size=8), st.integers(1, 600)).map(
+                lambda t: t[0] * t[1]
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+@FAST
+def test_fast_identical_on_generated_pages(chunks: list[bytes]) -> None:
+    page = b"".join(chunks)[:PAGE].ljust(PAGE, b"\0")
+    src = page * 2 + page[::-1]
+    for a in (1, 3):
+        out, sizes = zp.lz4_compress_pages(src, 0, 3, a, 2)
+        _check_identical(src, 0, 3, out, sizes, _ref_fast(a))
+    out, sizes = zp.lz4hc_compress_pages(src, 0, 3, 9, 2)
+    _check_identical(src, 0, 3, out, sizes, _ref_hc(9))
+    objs = _objects(src, 0, 3, out, sizes)
+    assert zp.lz4_decompress_pages(objs, 2) == _expected_back(src, 0, 3, sizes)
+
+
+# ----------------------------------------------------------------- threads
+
+
+def _meaningful(out: bytearray, sizes: bytes) -> list[bytes]:
+    """The defined part of each out slot (size 0 and 4096 slots are unspecified)."""
+    sz = memoryview(sizes).cast("H")
+    return [bytes(out[k * PAGE : k * PAGE + s]) if s < PAGE else b"" for k, s in enumerate(sz)]
+
+
+@pytest.mark.parametrize("fn,param", [(zp.lz4_compress_pages, 1), (zp.lz4hc_compress_pages, 4)])
+def test_thread_counts_agree(fn: Pages, param: int) -> None:
+    src = corpus()
+    count = 1000
+    pos = 3 * PAGE + 17
+    out1, sizes1 = fn(src, pos, count, param, 1)
+    want = _meaningful(out1, sizes1)
+    for threads in (2, 3, 8, 100):
+        out, sizes = fn(src, pos, count, param, threads)
+        assert sizes == sizes1, threads
+        assert _meaningful(out, sizes) == want, threads
+    for count in (1, 2, 3, 7):  # fewer pages than threads
+        o1, s1 = fn(src, pos, count, param, 1)
+        o8, s8 = fn(src, pos, count, param, 8)
+        assert s1 == s8 and _meaningful(o1, s1) == _meaningful(o8, s8)
+
+
+def test_concurrent_callers_are_independent() -> None:
+    """No shared state: many Python threads at once get what one alone gets."""
+    src = corpus()[: 512 * PAGE]
+    want = zp.lz4_compress_pages(src, 0, 512, 1, 1)
+    want_hc = zp.lz4hc_compress_pages(src, 0, 512, 9, 1)
+    objs = _objects(src, 0, 512, *want)
+    back = _expected_back(src, 0, 512, want[1])
+
+    def one(i: int) -> None:
+        out, sizes = zp.lz4_compress_pages(src, 0, 512, 1, 1 + i % 3)
+        assert sizes == want[1] and _meaningful(out, sizes) == _meaningful(*want)
+        out, sizes = zp.lz4hc_compress_pages(src, 0, 512, 9, 1 + i % 2)
+        assert sizes == want_hc[1] and _meaningful(out, sizes) == _meaningful(*want_hc)
+        assert zp.lz4_decompress_pages(objs, 1 + i % 3) == back
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(one, range(12)))
+
+
+def test_batch_call_releases_the_gil() -> None:
+    """Another Python thread runs while one batch call works (no speed measured:
+    a held GIL would let it run not at all during the call)."""
+    src = corpus()[: 256 * PAGE]
+    in_call = threading.Event()
+    stop = threading.Event()
+    ticks = [0]
+
+    def spin() -> None:
+        while not stop.is_set():
+            if in_call.is_set():
+                ticks[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        progressed = False
+        for _ in range(5):
+            before = ticks[0]
+            in_call.set()
+            zp.lz4hc_compress_pages(src, 0, 256, 12, 1)
+            in_call.clear()
+            if ticks[0] - before > 100:
+                progressed = True
+                break
+    finally:
+        stop.set()
+        t.join()
+    assert progressed
+
+
+# ------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_round_trip(threads: int) -> None:
+    src = corpus()
+    count = len(src) // PAGE
+    out, sizes = zp.lz4_compress_pages(src, 0, count, 1, threads)
+    objs = _objects(src, 0, count, out, sizes)
+    expect = _expected_back(src, 0, count, sizes)
+    assert expect.count(bytes(PAGE)) >= 1  # the zero pages are among them
+    back = zp.lz4_decompress_pages(objs, threads)
+    assert type(back) is bytes and back == expect
+    # the non-zero same-filled pages are the only ones that differ
+    pages = [src[k * PAGE : (k + 1) * PAGE] for k in range(count)]
+    differ = [k for k in range(count) if back[k * PAGE : (k + 1) * PAGE] != pages[k]]
+    assert differ == [k for k, p in enumerate(pages) if _same_filled(p) and p != bytes(PAGE)]
+    assert differ  # the corpus has some
+    hc_out, hc_sizes = zp.lz4hc_compress_pages(src, 0, count, 9, threads)
+    assert zp.lz4_decompress_pages(_objects(src, 0, count, hc_out, hc_sizes), threads) == expect
+
+
+def test_round_trip_buffer_kinds() -> None:
+    """bytes, bytearray and memoryview slices as src and as objs."""
+    data = realistic_data(1 << 20)[: 64 * PAGE]
+    backing = bytearray(b"?" * 100 + data + b"!" * 100)
+    sources: list[bytes | bytearray | memoryview] = [
+        data,
+        bytearray(data),
+        memoryview(backing)[100:-100],
+        memoryview(data).toreadonly(),
+    ]
+    want = zp.lz4_compress_pages(data, 0, 64, 1, 1)
+    for src in sources:
+        out, sizes = zp.lz4_compress_pages(src, 0, 64, 1, 2)
+        assert sizes == want[1] and _meaningful(out, sizes) == _meaningful(*want)
+    out, sizes = want
+    sz = memoryview(sizes).cast("H")
+    mv = memoryview(out)
+    objs_mv: list[memoryview] = []
+    objs_ba: list[bytearray] = []
+    for k in range(64):
+        s = sz[k]
+        page_view = memoryview(data)[k * PAGE : (k + 1) * PAGE]
+        objs_mv.append(page_view if s == PAGE else mv[k * PAGE : k * PAGE + s])
+        objs_ba.append(bytearray(objs_mv[-1]))
+    assert zp.lz4_decompress_pages(objs_mv, 2) == data
+    assert zp.lz4_decompress_pages(tuple(objs_ba), 1) == data
+    mixed: list[bytes | bytearray | memoryview] = [
+        bytes(o) if k % 3 == 0 else o for k, o in enumerate(objs_mv)
+    ]
+    assert zp.lz4_decompress_pages(mixed, 3) == data
+    del objs_mv, mixed, mv
+    out.extend(b"x")  # every export of `out` was released
+
+
+def test_count_zero() -> None:
+    for fn in (zp.lz4_compress_pages, zp.lz4hc_compress_pages):
+        assert fn(b"", 0, 0, 1, 1) == (bytearray(), b"")
+        assert fn(b"abc", 3, 0, 1, 4) == (bytearray(), b"")
+    assert zp.lz4_decompress_pages([], 1) == b""
+    assert zp.lz4_decompress_pages((), 8) == b""
+
+
+def test_empty_and_raw_objects() -> None:
+    raw = random.Random(1).randbytes(PAGE)
+    assert zp.lz4_decompress_pages([b"", raw, bytearray()], 2) == bytes(PAGE) + raw + bytes(PAGE)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("fn", [zp.lz4_compress_pages, zp.lz4hc_compress_pages])
+def test_bad_arguments(fn: Pages) -> None:
+    src = bytearray(realistic_data(1 << 20)[: 4 * PAGE])
+    before = bytes(src)
+    bad = [
+        (-1, 1, 1),
+        (0, -1, 1),
+        (1, 4, 1),  # one byte beyond
+        (0, 5, 1),
+        (4 * PAGE + 1, 0, 1),
+        (0, 1 << 60, 1),
+        (1 << 70, 1, 1),
+        (0, 1, 0),
+        (0, 1, -3),
+        (0, 0, 0),
+    ]
+    for pos, count, threads in bad:
+        with pytest.raises(ValueError):
+            fn(src, pos, count, 1, threads)
+    assert src == before
+    src.extend(b"x")  # the buffer was released on every error path
+    with pytest.raises(OverflowError):
+        fn(src, 0, 1, 1 << 31, 1)
+    with pytest.raises(OverflowError):
+        fn(src, 0, 1, 1, 1 << 40)
+    with pytest.raises(TypeError):
+        fn(src, 0.0, 1, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        fn(src, 0, 1, 1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        fn("text", 0, 0, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(BufferError):
+        fn(memoryview(bytes(2 * PAGE))[::2], 0, 1, 1, 1)
+    with pytest.raises(TypeError):
+        fn(src, pos=0, count=1, acceleration=1, threads=1)  # type: ignore[call-arg]
+    # a full page right at the end is fine
+    out, sizes = fn(src, 1, 4, 1, 1)
+    assert len(out) == 4 * PAGE and len(sizes) == 8
+
+
+def _blocks() -> tuple[list[bytes], bytes]:
+    data = realistic_data(1 << 20)[: 16 * PAGE]
+    out, sizes = zp.lz4_compress_pages(data, 0, 16, 1, 1)
+    return _objects(data, 0, 16, out, sizes), data
+
+
+def _python_lz4_page(block: bytes) -> bytes | None:
+    """python-lz4's verdict on a block: its 4096 bytes, or None."""
+    try:
+        out: bytes = lz4.block.decompress(block, uncompressed_size=PAGE)
+    except lz4.block.LZ4BlockError:
+        return None
+    return out if len(out) == PAGE else None
+
+
+def _corruptions(block: bytes) -> list[bytes]:
+    """The block with one byte changed, at positions spread over it."""
+    rng = random.Random(len(block))
+    out = []
+    for i in range(0, len(block), max(1, len(block) // 150)):
+        c = bytearray(block)
+        c[i] ^= rng.randrange(1, 256)
+        out.append(bytes(c))
+    return out
+
+
+def test_corruptions_judged_like_python_lz4() -> None:
+    """One changed byte: an error exactly when python-lz4 cannot give 4096 bytes."""
+    objs, _ = _blocks()
+    errors = 0
+    for good in (o for o in objs if 0 < len(o) < PAGE):
+        for c in _corruptions(good):
+            want = _python_lz4_page(c)
+            if want is None:
+                errors += 1
+                with pytest.raises(ValueError, match=r"^lz4: page 1: corrupt block"):
+                    zp.lz4_decompress_pages([b"", c], 2)
+                with pytest.raises(ValueError, match=r"corrupt block"):
+                    zp.lz4_decompress_page(c)
+            else:
+                assert zp.lz4_decompress_pages([b"", c], 2) == bytes(PAGE) + want
+                assert zp.lz4_decompress_page(c) == want
+    assert errors > 100
+
+
+def _bad_blocks() -> dict[str, bytes]:
+    objs, _ = _blocks()
+    good = next(o for o in objs if 100 < len(o) < PAGE)
+    short = lz4.block.compress(b"zram " * 400, mode="fast", store_size=False)
+    corrupted = next(c for c in _corruptions(good) if _python_lz4_page(c) is None)
+    return {
+        "truncated": good[:-1],
+        "short": short,  # a valid block of 2000 bytes, not 4096
+        "garbage": b"\xf0" + b"\xff" * 30,
+        "corrupted": bytes(corrupted),
+        "one byte": b"\x00",
+        "long": good + b"\0",
+        "4097": random.Random(2).randbytes(PAGE + 1),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_bad_blocks()))
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_corrupt_block_names_the_page(name: str, threads: int) -> None:
+    bad = _bad_blocks()[name]
+    objs, _ = _blocks()
+    for where in (0, 5, 15):
+        batch: list[bytes | bytearray] = list(objs)
+        batch[where] = bytearray(bad)
+        with pytest.raises(ValueError, match=rf"^lz4: page {where}: corrupt block"):
+            zp.lz4_decompress_pages(batch, threads)
+        for b in batch:  # every buffer was released: bytearrays can be resized
+            if isinstance(b, bytearray):
+                b.extend(b"x")
+    batch = list(objs)
+    batch[12] = bad
+    batch[7] = bad
+    with pytest.raises(ValueError, match=r"^lz4: page 7: corrupt block"):
+        zp.lz4_decompress_pages(batch, threads)
+    with pytest.raises(ValueError, match=r"corrupt block"):
+        zp.lz4_decompress_page(bad)
+
+
+def test_decompress_pages_bad_arguments() -> None:
+    objs, data = _blocks()
+    held = [bytearray(o) for o in objs]
+    with pytest.raises(TypeError, match=r"objs\[3\]"):
+        zp.lz4_decompress_pages([*held[:3], 42, *held[4:]], 1)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        zp.lz4_decompress_pages([*held[:3], "text"], 2)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        zp.lz4_decompress_pages(5, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        zp.lz4_decompress_pages(held, 0)
+    with pytest.raises(OverflowError):
+        zp.lz4_decompress_pages(held, 1 << 40)
+    with pytest.raises(BufferError):
+        zp.lz4_decompress_pages([memoryview(bytes(20))[::2]], 1)
+    for b in held:  # released after the TypeError / BufferError paths
+        b.extend(b"x")
+        del b[-1]
+    assert zp.lz4_decompress_pages(held, 2) == data
+
+
+# ------------------------------------------------------------ single pages
+
+
+def test_decompress_page() -> None:
+    objs, data = _blocks()
+    for k, o in enumerate(objs):
+        if 0 < len(o) < PAGE:
+            page = data[k * PAGE : (k + 1) * PAGE]
+            assert zp.lz4_decompress_page(o) == page
+            assert zp.lz4_decompress_page(memoryview(bytearray(o))) == page
+    with pytest.raises(ValueError, match=r"corrupt block"):
+        zp.lz4_decompress_page(b"")
+    with pytest.raises(TypeError):
+        zp.lz4_decompress_page(3)  # type: ignore[arg-type]
+
+
+def test_decompress_page_4096_bytes_is_a_block() -> None:
+    """A 4096-byte object is a block for lz4_decompress_page, a raw page for
+    lz4_decompress_pages: find a page whose block is exactly 4096 bytes long."""
+    rng = random.Random(9)
+    for m in range(0, 200):
+        page = rng.randbytes(PAGE - m) + bytes(m)
+        block = _ref_fast(1)(page)
+        if len(block) == PAGE:
+            break
+    else:
+        pytest.fail("no page with a 4096-byte block")
+    assert zp.lz4_decompress_page(block) == page
+    assert zp.lz4_decompress_pages([block], 1) == block
+    with pytest.raises(ValueError, match=r"corrupt block"):
+        zp.lz4_decompress_page(page[: PAGE - m] + b"\xff" * m)
+
+
+def test_compress_page_identical_to_python_lz4() -> None:
+    src = corpus()
+    rng = random.Random(4)
+    picks = rng.sample(range(len(src) // PAGE), 400)
+    for a in (1, 8, 0, 65537):
+        ref = _ref_fast(a)
+        for k in picks:
+            page = src[k * PAGE : (k + 1) * PAGE]
+            got = zp.lz4_compress_page(page, a)
+            assert type(got) is bytes and got == ref(page), (a, k)
+    mv = memoryview(src)[17 : 17 + PAGE]
+    assert zp.lz4_compress_page(mv, 1) == _ref_fast(1)(bytes(mv))
+    assert zp.lz4_compress_page(bytearray(mv), 1) == _ref_fast(1)(bytes(mv))
+    for n in (0, 1, 5, 100, 65536, 1 << 20):  # any length, not only pages
+        blob = src[:n]
+        assert zp.lz4_compress_page(blob, 1) == _ref_fast(1)(blob), n
+    big = rng.randbytes(1 << 20)  # incompressible: longer than the input
+    got = zp.lz4_compress_page(big, 1)
+    assert len(got) > len(big) and got == _ref_fast(1)(big)
+    with pytest.raises(OverflowError):
+        zp.lz4_compress_page(b"x", 1 << 31)
+    # acceleration left out: 1 (the codec binds the function itself).
+    page = src[:PAGE]
+    assert zp.lz4_compress_page(page) == _ref_fast(1)(page)
+    with pytest.raises(TypeError):
+        zp.lz4_compress_page()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        zp.lz4_compress_page(b"x", 1, 2)  # type: ignore[call-arg]
+
+
+def test_compress_page_decompress_page_round_trip() -> None:
+    src = realistic_data(1 << 20)
+    for k in range(0, 256, 5):
+        page = src[k * PAGE : (k + 1) * PAGE]
+        block = zp.lz4_compress_page(page, 1)
+        assert zp.lz4_decompress_page(block) == page
+        assert lz4.block.decompress(block, uncompressed_size=PAGE) == page
+
+
+# ------------------------------------------------------------------- build
+
+
+def test_compiles_without_warnings() -> None:
+    """The C source is clean under -Wall -Wextra -Werror (syntax and types only)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    source = Path(__file__).resolve().parent.parent / "zramfs" / "_zpages.c"
+    res = subprocess.run(
+        [cc, "-fsyntax-only", "-std=c11", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
+         "-I", sysconfig.get_paths()["include"], str(source)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
+def test_module_docstrings() -> None:
+    assert zp.__doc__ and "GIL" in zp.__doc__
+    for name in (
+        "lz4_compress_pages",
+        "lz4hc_compress_pages",
+        "lz4_decompress_pages",
+        "lz4_decompress_page",
+        "lz4_compress_page",
+    ):
+        fn = getattr(zp, name)
+        assert fn.__doc__ and "GIL" in fn.__doc__, name
+        params = inspect.signature(fn).parameters.values()
+        assert params and all(p.kind is p.POSITIONAL_ONLY for p in params), name
+

@@ -1,0 +1,672 @@
+/*
+ * zramfs._zpages: batch LZ4 / LZ4HC page loops in C, for zramfs's data path.
+ *
+ * Why this exists: python-lz4 is called once per 4 KiB page (argument
+ * parsing, a bytes object and a GIL release/reacquire per call) and has no
+ * batch call, so a 1 MiB request costs 256 Python-level calls and the second
+ * CPU cannot help.  Here one call handles a whole request: the page loop runs
+ * with the GIL released and may be split over a few pthreads.
+ *
+ * Byte-identity with python-lz4 4.4.5 (which bundles LZ4 1.9.4, the version
+ * of Debian 12's liblz4 we link against): python-lz4's lz4.block.compress does
+ *     fast: LZ4_resetStream(&s); LZ4_compress_fast_continue(&s, src, dst, n, bound, acc)
+ *     HC:   LZ4_resetStreamHC(&s, level); LZ4_compress_HC_continue(&s, src, dst, n, bound)
+ * on a fresh stream on its C stack.  A fresh LZ4 stream compresses with the
+ * 32-bit hash table ("byU32"), whereas LZ4_compress_fast_extState picks the
+ * 16-bit table for inputs below 64 KiB, whose match choices differ; so we use
+ * the same stream calls.  Fast mode: LZ4_initStream (== LZ4_resetStream, a
+ * 16 KiB memset) before every page: the cheaper LZ4_resetStream_fast keeps
+ * stale table entries, which changes which candidate matches are tried.  HC:
+ * LZ4_initStreamHC once per chunk, then LZ4_resetStreamHC_fast per page
+ * (LZ4's documented way to start a new stream on an initialised state; it
+ * skips the 256 KiB memset and gives the same output, as tests/test_zpages.py
+ * checks against python-lz4 on thousands of pages).  We compress into 4095
+ * bytes (dstCapacity = PAGE_SIZE - 1) rather than LZ4_compressBound(4096):
+ * LZ4's output-limit checks are only necessary conditions of the final size,
+ * so a block that fits in 4095 bytes is the same block either way, and one
+ * that does not fit makes LZ4 return 0, i.e. "store the page raw".
+ *
+ * No global mutable state: every call allocates its own LZ4 states, so calls
+ * from any number of Python threads are independent.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <lz4.h>
+#include <lz4hc.h>
+
+#define PAGE 4096
+#define MAX_THREADS 8
+
+#if LZ4_VERSION_NUMBER < 10900
+#error "zramfs._zpages needs LZ4 >= 1.9.0 (LZ4_initStream, LZ4_resetStreamHC_fast)"
+#endif
+
+/* ------------------------------------------------------------------ helpers */
+
+/* The kernel's page_same_filled(): every 8-byte word of the page equal; the
+ * last word is compared first (cheap reject of most pages).  memcpy keeps the
+ * loads legal for a page that is not 8-byte aligned in its buffer. */
+static int
+same_filled(const char *p)
+{
+    uint64_t first, w;
+    memcpy(&first, p, 8);
+    memcpy(&w, p + PAGE - 8, 8);
+    if (w != first)
+        return 0;
+    for (size_t i = 8; i < PAGE - 8; i += 8) {
+        memcpy(&w, p + i, 8);
+        if (w != first)
+            return 0;
+    }
+    return 1;
+}
+
+/* A Python int as a C int: OverflowError outside INT_MIN..INT_MAX (like the
+ * "i" format python-lz4 parses acceleration/compression with). */
+static int
+int_arg(PyObject *o, const char *name, int *out)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Format(PyExc_OverflowError, "%s does not fit in a C int", name);
+        }
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s does not fit in a C int", name);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* A Python int as Py_ssize_t, clamped (range errors are reported by the
+ * caller as ValueError). */
+static int
+ssize_arg(PyObject *o, Py_ssize_t *out)
+{
+    Py_ssize_t v = PyNumber_AsSsize_t(o, NULL);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int
+nargs_ok(const char *fname, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd positional arguments (%zd given)",
+                 fname, want, nargs);
+    return 0;
+}
+
+/* Run jobs[0..n-1] (each `size` bytes, starting with `fn`'s argument):
+ * job 0 on the calling thread, the others on pthreads created here.  A job
+ * whose pthread could not be created runs on the calling thread too.  The
+ * workers start with every signal blocked, so signals keep going to the
+ * interpreter's threads.  Called without the GIL. */
+static void
+run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n)
+{
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    char *base = jobs;
+
+    if (n > 1) {
+        sigset_t all, old;
+        sigfillset(&all);
+        int masked = pthread_sigmask(SIG_BLOCK, &all, &old) == 0;
+        for (int i = 1; i < n; i++)
+            started[i] = pthread_create(&tid[i], NULL, fn, base + (size_t)i * size) == 0;
+        if (masked)
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    fn(base);
+    for (int i = 1; i < n; i++) {
+        if (!started[i])
+            fn(base + (size_t)i * size);
+    }
+    for (int i = 1; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+    }
+}
+
+/* How many chunks: `threads` capped at `count` and MAX_THREADS (>= 1). */
+static int
+chunk_count(int threads, Py_ssize_t count)
+{
+    Py_ssize_t n = threads;
+    if (n > count)
+        n = count;
+    if (n > MAX_THREADS)
+        n = MAX_THREADS;
+    return n < 1 ? 1 : (int)n;
+}
+
+/* Chunk i of n over count items: [lo, hi). */
+static void
+chunk_bounds(Py_ssize_t count, int n, int i, Py_ssize_t *lo, Py_ssize_t *hi)
+{
+    *lo = count * i / n;
+    *hi = count * (i + 1) / n;
+}
+
+/* -------------------------------------------------------------- compression */
+
+typedef struct {
+    const char *src;      /* first page of this chunk */
+    char *out;            /* its first out slot */
+    unsigned char *sizes; /* its first uint16 LE size */
+    Py_ssize_t n;         /* pages in this chunk */
+    int param;            /* acceleration (fast) or level (HC) */
+    int hc;               /* 0: LZ4_compress_fast, 1: LZ4_compress_HC */
+    void *state;          /* LZ4_stream_t or LZ4_streamHC_t, this chunk's own */
+} CompressJob;
+
+static void *
+compress_job(void *arg)
+{
+    CompressJob *j = arg;
+    if (j->hc)
+        LZ4_initStreamHC(j->state, sizeof(LZ4_streamHC_t));
+    for (Py_ssize_t k = 0; k < j->n; k++) {
+        const char *p = j->src + k * PAGE;
+        char *d = j->out + k * PAGE;
+        int size;
+        if (same_filled(p)) {
+            size = 0;
+        } else {
+            int r;
+            if (j->hc) {
+                LZ4_resetStreamHC_fast(j->state, j->param);
+                r = LZ4_compress_HC_continue(j->state, p, d, PAGE, PAGE - 1);
+            } else {
+                LZ4_stream_t *s = LZ4_initStream(j->state, sizeof(LZ4_stream_t));
+                r = LZ4_compress_fast_continue(s, p, d, PAGE, PAGE - 1, j->param);
+            }
+            size = r > 0 ? r : PAGE;
+        }
+        j->sizes[2 * k] = (unsigned char)(size & 0xff);
+        j->sizes[2 * k + 1] = (unsigned char)(size >> 8);
+    }
+    return NULL;
+}
+
+static PyObject *
+compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int hc)
+{
+    Py_ssize_t pos, count;
+    int param, threads;
+    Py_buffer src;
+    PyObject *out = NULL, *sizes = NULL, *result = NULL;
+    CompressJob *jobs = NULL;
+    char *states = NULL;
+
+    if (!nargs_ok(fname, nargs, 5))
+        return NULL;
+    if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &count) < 0
+        || int_arg(args[3], hc ? "level" : "acceleration", &param) < 0
+        || int_arg(args[4], "threads", &threads) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0)
+        return NULL;
+
+    if (pos < 0 || count < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: pos (%zd) and count (%zd) must be >= 0", fname, pos,
+                     count);
+        goto done;
+    }
+    if (pos > src.len || count > (src.len - pos) / PAGE) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: pos + count*4096 (%zd + %zd*4096) is beyond the buffer (%zd bytes)",
+                     fname, pos, count, src.len);
+        goto done;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: threads must be >= 1, not %d", fname, threads);
+        goto done;
+    }
+
+    out = PyByteArray_FromStringAndSize(NULL, count * PAGE);
+    sizes = PyBytes_FromStringAndSize(NULL, count * 2);
+    if (out == NULL || sizes == NULL)
+        goto done;
+
+    if (count > 0) {
+        int n = chunk_count(threads, count);
+        size_t state_size = hc ? sizeof(LZ4_streamHC_t) : sizeof(LZ4_stream_t);
+        jobs = PyMem_Malloc(sizeof(CompressJob) * (size_t)n);
+        states = PyMem_Malloc(state_size * (size_t)n);
+        if (jobs == NULL || states == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        char *obuf = PyByteArray_AS_STRING(out);
+        unsigned char *sbuf = (unsigned char *)PyBytes_AS_STRING(sizes);
+        const char *sp = (const char *)src.buf + pos;
+        for (int i = 0; i < n; i++) {
+            Py_ssize_t lo, hi;
+            chunk_bounds(count, n, i, &lo, &hi);
+            jobs[i].src = sp + lo * PAGE;
+            jobs[i].out = obuf + lo * PAGE;
+            jobs[i].sizes = sbuf + 2 * lo;
+            jobs[i].n = hi - lo;
+            jobs[i].param = param;
+            jobs[i].hc = hc;
+            jobs[i].state = states + state_size * (size_t)i;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        run_jobs(compress_job, jobs, sizeof(CompressJob), n);
+        Py_END_ALLOW_THREADS
+    }
+    result = PyTuple_Pack(2, out, sizes);
+
+done:
+    PyMem_Free(jobs);
+    PyMem_Free(states);
+    Py_XDECREF(out);
+    Py_XDECREF(sizes);
+    PyBuffer_Release(&src);
+    return result;
+}
+
+PyDoc_STRVAR(lz4_compress_pages_doc,
+"lz4_compress_pages($module, src, pos, count, acceleration, threads, /)\n"
+"--\n"
+"\n"
+"LZ4 fast-mode compression of `count` 4 KiB pages in one call; returns\n"
+"tuple[bytearray, bytes].\n"
+"\n"
+"Page k (0 <= k < count) is src[pos + k*4096 : pos + (k+1)*4096]; `pos` need\n"
+"not be page-aligned.  Returns (out, sizes): `out` is a bytearray of\n"
+"count*4096 bytes, `sizes` a bytes of `count` little-endian uint16\n"
+"(memoryview(sizes).cast('H') reads them).  For page k:\n"
+"  - same-filled (the kernel's page_same_filled(): all 8-byte words equal,\n"
+"    first word compared with the last word first): size 0, nothing\n"
+"    compressed, out slot k left as it was (unspecified content);\n"
+"  - else LZ4_compress_fast into out[k*4096:] with a capacity of 4095 bytes:\n"
+"    a block that does not fit gives size 4096 (\"store the page raw\";\n"
+"    out slot k is then unspecified);\n"
+"  - else size = the block's length (1..4095), at out[k*4096 : k*4096+size].\n"
+"Every block is byte-identical to lz4.block.compress(page, mode='fast',\n"
+"acceleration=acceleration, store_size=False) from python-lz4 (same LZ4\n"
+"1.9.4, same fresh-stream entry point).  `acceleration` is passed to LZ4,\n"
+"which treats < 1 as 1 and clamps the top; it must fit in a C int\n"
+"(OverflowError otherwise).\n"
+"\n"
+"Threads and the GIL: the whole page loop runs with the GIL released, so\n"
+"other Python threads (and trio) go on meanwhile.  `threads` >= 1 splits the\n"
+"pages into min(threads, count, 8) contiguous chunks: chunk 0 runs on the\n"
+"calling thread, the others on pthreads created for this call (a chunk whose\n"
+"pthread cannot be created runs on the calling thread), so both CPUs can\n"
+"work on one request.  `src` is held (PyBUF_SIMPLE) for the whole call.\n"
+"\n"
+"Errors, raised before any work: ValueError if pos < 0, count < 0,\n"
+"pos + count*4096 > len(src) or threads < 1.  count == 0 gives\n"
+"(bytearray(), b'').");
+
+static PyObject *
+lz4_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return compress_pages("lz4_compress_pages", args, nargs, 0);
+}
+
+PyDoc_STRVAR(lz4hc_compress_pages_doc,
+"lz4hc_compress_pages($module, src, pos, count, level, threads, /)\n"
+"--\n"
+"\n"
+"Returns tuple[bytearray, bytes].\n"
+"\n"
+"lz4_compress_pages with LZ4HC at `level` instead of LZ4 fast mode: same\n"
+"pages, same (out, sizes) result, same same-filled / store-raw (4096) /\n"
+"compressed (1..4095) sizes, same errors, same GIL release and `threads`\n"
+"splitting.  Every block is byte-identical to lz4.block.compress(page,\n"
+"mode='high_compression', compression=level, store_size=False).  `level` is\n"
+"passed to LZ4, which treats < 1 as 9 (the default) and > 12 as 12.  Each\n"
+"chunk has its own LZ4HC state (~256 KiB, allocated per call), initialised\n"
+"once and restarted per page with LZ4_resetStreamHC_fast.");
+
+static PyObject *
+lz4hc_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return compress_pages("lz4hc_compress_pages", args, nargs, 1);
+}
+
+/* ------------------------------------------------------------ decompression */
+
+typedef struct {
+    const Py_buffer *bufs; /* this chunk's first object */
+    char *dst;             /* its first output page */
+    Py_ssize_t first;      /* index of bufs[0] in objs */
+    Py_ssize_t n;          /* objects in this chunk */
+    Py_ssize_t bad;        /* index (in objs) of the first bad block, or -1 */
+    int ret;               /* what LZ4_decompress_safe returned for it */
+} DecompressJob;
+
+/* One object into one 4096-byte page: 0 bytes -> zeros, 4096 bytes -> copy,
+ * else it must decode to exactly 4096 bytes.  Returns 4096 on success, else
+ * what LZ4_decompress_safe returned (-1 for a block too long to pass). */
+static int
+decompress_one(const char *src, Py_ssize_t len, char *dst)
+{
+    if (len == 0) {
+        memset(dst, 0, PAGE);
+        return PAGE;
+    }
+    if (len == PAGE) {
+        memcpy(dst, src, PAGE);
+        return PAGE;
+    }
+    if (len > INT_MAX)
+        return -1;
+    return LZ4_decompress_safe(src, dst, (int)len, PAGE);
+}
+
+static void *
+decompress_job(void *arg)
+{
+    DecompressJob *j = arg;
+    j->bad = -1;
+    for (Py_ssize_t k = 0; k < j->n; k++) {
+        int r = decompress_one(j->bufs[k].buf, j->bufs[k].len, j->dst + k * PAGE);
+        if (r != PAGE) {
+            j->bad = j->first + k;
+            j->ret = r;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void
+release_buffers(Py_buffer *bufs, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyBuffer_Release(&bufs[i]);
+}
+
+static PyObject *
+corrupt_error(Py_ssize_t page, Py_ssize_t len, int ret)
+{
+    PyErr_Format(PyExc_ValueError,
+                 "lz4: page %zd: corrupt block (%zd bytes; LZ4_decompress_safe returned %d, "
+                 "expected 4096)",
+                 page, len, ret);
+    return NULL;
+}
+
+PyDoc_STRVAR(lz4_decompress_pages_doc,
+"lz4_decompress_pages($module, objs, threads, /)\n"
+"--\n"
+"\n"
+"Returns bytes.\n"
+"\n"
+"Decompress one page per object of `objs` (a list or tuple of bytes-like\n"
+"objects) into one bytes of len(objs)*4096 bytes; page k is\n"
+"result[k*4096 : (k+1)*4096]:\n"
+"  - objs[k] of length 0: 4096 zero bytes;\n"
+"  - objs[k] of length 4096: copied as is (a page stored raw);\n"
+"  - else LZ4_decompress_safe(objs[k], page, len, 4096) must return exactly\n"
+"    4096, otherwise ValueError('lz4: page k: corrupt block (...)') naming the\n"
+"    lowest such k, and no result.\n"
+"A non-buffer in objs raises TypeError.  All buffers are acquired\n"
+"(PyBUF_SIMPLE) before the work and released on every path.\n"
+"\n"
+"Threads and the GIL: the loop runs with the GIL released; `threads` >= 1\n"
+"(ValueError otherwise) splits the objects into min(threads, len(objs), 8)\n"
+"contiguous chunks, chunk 0 on the calling thread and the others on\n"
+"pthreads created for this call (on the calling thread if pthread_create\n"
+"fails), so both CPUs can work on one request.");
+
+static PyObject *
+lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    int threads;
+    PyObject *seq, *out = NULL;
+    Py_buffer *bufs = NULL;
+    DecompressJob *jobs = NULL;
+    Py_ssize_t n, acquired = 0;
+
+    if (!nargs_ok("lz4_decompress_pages", nargs, 2))
+        return NULL;
+    if (int_arg(args[1], "threads", &threads) < 0)
+        return NULL;
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "lz4_decompress_pages: threads must be >= 1, not %d",
+                     threads);
+        return NULL;
+    }
+    seq = PySequence_Fast(args[0], "lz4_decompress_pages: objs must be a list or tuple");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n > PY_SSIZE_T_MAX / PAGE) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    bufs = PyMem_Malloc(sizeof(Py_buffer) * (size_t)(n > 0 ? n : 1));
+    if (bufs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; acquired < n; acquired++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, acquired);
+        if (PyObject_GetBuffer(item, &bufs[acquired], PyBUF_SIMPLE) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError,
+                             "lz4_decompress_pages: objs[%zd]: a bytes-like object is required, "
+                             "not '%.200s'",
+                             acquired, Py_TYPE(item)->tp_name);
+            }
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * PAGE);
+    if (out == NULL)
+        goto done;
+    if (n > 0) {
+        int nj = chunk_count(threads, n);
+        jobs = PyMem_Malloc(sizeof(DecompressJob) * (size_t)nj);
+        if (jobs == NULL) {
+            PyErr_NoMemory();
+            Py_CLEAR(out);
+            goto done;
+        }
+        char *obuf = PyBytes_AS_STRING(out);
+        for (int i = 0; i < nj; i++) {
+            Py_ssize_t lo, hi;
+            chunk_bounds(n, nj, i, &lo, &hi);
+            jobs[i].bufs = bufs + lo;
+            jobs[i].dst = obuf + lo * PAGE;
+            jobs[i].first = lo;
+            jobs[i].n = hi - lo;
+            jobs[i].bad = -1;
+            jobs[i].ret = 0;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        run_jobs(decompress_job, jobs, sizeof(DecompressJob), nj);
+        Py_END_ALLOW_THREADS
+        for (int i = 0; i < nj; i++) {
+            if (jobs[i].bad >= 0) {
+                /* Chunks are in page order, so the first bad chunk holds the
+                 * lowest bad page whatever the thread count. */
+                corrupt_error(jobs[i].bad, bufs[jobs[i].bad].len, jobs[i].ret);
+                Py_CLEAR(out);
+                break;
+            }
+        }
+    }
+
+done:
+    if (bufs != NULL)
+        release_buffers(bufs, acquired);
+    PyMem_Free(bufs);
+    PyMem_Free(jobs);
+    Py_DECREF(seq);
+    return out;
+}
+
+/* -------------------------------------------------------------- single page */
+
+PyDoc_STRVAR(lz4_decompress_page_doc,
+"lz4_decompress_page($module, obj, /)\n"
+"--\n"
+"\n"
+"Returns bytes.\n"
+"\n"
+"One LZ4 block back to exactly 4096 bytes: LZ4_decompress_safe(obj, out,\n"
+"len(obj), 4096) must return 4096, else ValueError('lz4: page 0: corrupt\n"
+"block (...)').  Only for compressed blocks: unlike lz4_decompress_pages, a\n"
+"4096-byte (raw) or empty input is not special and must decode to 4096 too.\n"
+"\n"
+"Keeps the GIL: a page decodes in a few microseconds, less than releasing and\n"
+"reacquiring the GIL costs, and this call replaces a Python wrapper frame\n"
+"on the single-page path.");
+
+static PyObject *
+lz4_decompress_page(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src;
+    PyObject *out;
+    int r = -1;
+
+    if (!nargs_ok("lz4_decompress_page", nargs, 1))
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0)
+        return NULL;
+    out = PyBytes_FromStringAndSize(NULL, PAGE);
+    if (out != NULL) {
+        if (src.len <= INT_MAX)
+            r = LZ4_decompress_safe(src.buf, PyBytes_AS_STRING(out), (int)src.len, PAGE);
+        if (r != PAGE) {
+            corrupt_error(0, src.len, r);
+            Py_CLEAR(out);
+        }
+    }
+    PyBuffer_Release(&src);
+    return out;
+}
+
+PyDoc_STRVAR(lz4_compress_page_doc,
+"lz4_compress_page($module, page, acceleration=1, /)\n"
+"--\n"
+"\n"
+"Returns bytes.\n"
+"\n"
+"One LZ4 fast-mode block of `page` (any length up to LZ4_MAX_INPUT_SIZE;\n"
+"meant for one 4 KiB page), byte-identical to lz4.block.compress(page,\n"
+"mode='fast', acceleration=acceleration, store_size=False): a fresh LZ4\n"
+"stream and a LZ4_compressBound(len) output, returned at its real length.\n"
+"No same-filled or store-raw handling.  `acceleration` must fit in a C int;\n"
+"left out, it is 1 (LZ4_ACCELERATION_DEFAULT), so the function itself can\n"
+"be a codec's compress callable, with no partial or wrapper in between.\n"
+"\n"
+"Keeps the GIL: a 4 KiB page compresses in a few microseconds, less than\n"
+"releasing and reacquiring the GIL costs, and this call replaces a Python\n"
+"wrapper frame on the single-page path.  (Other threads wait meanwhile, so\n"
+"large inputs belong in lz4_compress_pages.)");
+
+static PyObject *
+lz4_compress_page(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src;
+    int acceleration = 1;
+    PyObject *out = NULL;
+    LZ4_stream_t state;
+
+    if (nargs != 1 && !nargs_ok("lz4_compress_page", nargs, 2))
+        return NULL;
+    if (nargs == 2 && int_arg(args[1], "acceleration", &acceleration) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (src.len > LZ4_MAX_INPUT_SIZE) {
+        PyErr_Format(PyExc_OverflowError, "lz4_compress_page: input too large for LZ4 (%zd bytes)",
+                     src.len);
+        goto done;
+    }
+    int bound = LZ4_compressBound((int)src.len);
+    out = PyBytes_FromStringAndSize(NULL, bound);
+    if (out == NULL)
+        goto done;
+    LZ4_stream_t *s = LZ4_initStream(&state, sizeof(state));
+    int r = LZ4_compress_fast_continue(s, src.buf, PyBytes_AS_STRING(out), (int)src.len, bound,
+                                       acceleration);
+    if (r <= 0) {
+        PyErr_SetString(PyExc_ValueError, "lz4_compress_page: LZ4 compression failed");
+        Py_CLEAR(out);
+        goto done;
+    }
+    if (r != bound)
+        _PyBytes_Resize(&out, r); /* sets out to NULL (and an error) on failure */
+
+done:
+    PyBuffer_Release(&src);
+    return out;
+}
+
+/* ------------------------------------------------------------------- module */
+
+static PyMethodDef zpages_methods[] = {
+    {"lz4_compress_pages", (PyCFunction)(void (*)(void))lz4_compress_pages, METH_FASTCALL,
+     lz4_compress_pages_doc},
+    {"lz4hc_compress_pages", (PyCFunction)(void (*)(void))lz4hc_compress_pages, METH_FASTCALL,
+     lz4hc_compress_pages_doc},
+    {"lz4_decompress_pages", (PyCFunction)(void (*)(void))lz4_decompress_pages, METH_FASTCALL,
+     lz4_decompress_pages_doc},
+    {"lz4_decompress_page", (PyCFunction)(void (*)(void))lz4_decompress_page, METH_FASTCALL,
+     lz4_decompress_page_doc},
+    {"lz4_compress_page", (PyCFunction)(void (*)(void))lz4_compress_page, METH_FASTCALL,
+     lz4_compress_page_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(zpages_doc,
+"Batch LZ4 / LZ4HC page loops for zramfs, in C against the system liblz4.\n"
+"\n"
+"Pages are 4096 bytes (PAGE_SIZE).  Batch calls (lz4_compress_pages,\n"
+"lz4hc_compress_pages, lz4_decompress_pages) handle a whole request in one\n"
+"call, release the GIL for the whole loop and split it over up to 8\n"
+"threads, so no Python runs per page and both CPUs can work on one request.\n"
+"Single-page calls (lz4_compress_page, lz4_decompress_page) keep the GIL,\n"
+"because releasing and reacquiring it costs more than the ~5 us of work.\n"
+"\n"
+"Compressed blocks are byte-identical to python-lz4's lz4.block.compress\n"
+"(store_size=False) with the same LZ4 version (LZ4_VERSION, the linked\n"
+"library's LZ4_versionString()).  There is no global mutable state: every\n"
+"call is independent and thread-safe.");
+
+static struct PyModuleDef zpages_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "zramfs._zpages",
+    .m_doc = zpages_doc,
+    .m_size = 0,
+    .m_methods = zpages_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__zpages(void)
+{
+    PyObject *m = PyModule_Create(&zpages_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "PAGE_SIZE", PAGE) < 0
+        || PyModule_AddStringConstant(m, "LZ4_VERSION", LZ4_versionString()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,41 @@
+"""Typed stub of the C extension zramfs._zpages (source: zramfs/_zpages.c).
+
+Batch LZ4 / LZ4HC page loops: see the module and function docstrings in the
+C source for the full contract (sizes, same-filled pages, store-raw, GIL).
+"""
+
+from collections.abc import Sequence
+from typing import Final
+
+from typing_extensions import Buffer
+
+PAGE_SIZE: Final[int]
+"""4096: the page size every call works in."""
+
+LZ4_VERSION: Final[str]
+"""LZ4_versionString() of the linked liblz4, e.g. "1.9.4"."""
+
+def lz4_compress_pages(
+    src: Buffer, pos: int, count: int, acceleration: int, threads: int, /
+) -> tuple[bytearray, bytes]:
+    """LZ4 fast mode over ``count`` pages of ``src`` from ``pos``, GIL released.
+
+    Returns ``(out, sizes)``: ``out`` holds page k's block at ``k*4096``,
+    ``sizes`` is ``count`` little-endian uint16: 0 same-filled, 4096 store
+    raw, else the block's length (byte-identical to python-lz4 fast mode).
+    """
+
+def lz4hc_compress_pages(
+    src: Buffer, pos: int, count: int, level: int, threads: int, /
+) -> tuple[bytearray, bytes]:
+    """``lz4_compress_pages`` with LZ4HC at ``level`` (python-lz4 high_compression)."""
+
+def lz4_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
+    """One page per object (b"" -> zeros, 4096 bytes -> raw copy, else an LZ4
+    block of exactly 4096 bytes or ValueError naming the page), GIL released."""
+
+def lz4_decompress_page(obj: Buffer, /) -> bytes:
+    """One LZ4 block back to exactly 4096 bytes, or ValueError; keeps the GIL."""
+
+def lz4_compress_page(page: Buffer, acceleration: int = 1, /) -> bytes:
+    """One LZ4 fast-mode block of ``page`` (python-lz4 identical); keeps the GIL."""
