@@ -59,6 +59,21 @@ class Codec(Protocol):
     thread (threading.local) or use stateless one-shot library calls; they
     never share a context between threads (a zstd context shared between
     threads crashed on this machine).
+
+    Optional batch interface, probed by the device with ``getattr`` (zstd has
+    it; lz4/lz4hc when the C accelerator is built; the rest go page by page):
+
+    * ``batch_compress`` (true) and ``compress_pages(data, pos, count,
+      threads)``: every page's compressed form in one GIL-free call.  A page
+      compressing to PAGE_SIZE or more may be any PAGE_SIZE-byte buffer (it is
+      stored raw), a same-filled page any buffer (it is never stored);
+    * ``batch_parallel`` (true): ``threads`` > 1 may pay;
+    * ``batch_decompress`` (true) and ``decompress_pages(blobs, threads)``:
+      one PAGE_SIZE buffer per blob;
+    * ``decompress_join(objs, threads) -> bytes``: the pages of ``objs``
+      back to back, where an empty object is a zero page and a PAGE_SIZE one
+      a page stored raw;
+    * ``decompress_page(obj) -> bytes``: one compressed page, no wrapper.
     """
 
     name: str

@@ -24,13 +24,26 @@ Cost: on this machine a realistic 4 KiB page takes ~9 us to compress and
 
 Thread safety: python-lz4's block functions keep their LZ4 state on the C
 stack per call, so there is no context to share; they also drop the GIL.
+
+The accelerator (`zramfs._zpages`, C, linked against the system's liblz4 of
+the same LZ4 release python-lz4 bundles, so its blocks are byte-identical):
+when it is built and the codec has no dictionary, a request's pages are
+compressed and decompressed in one GIL-free call (`compress_pages`,
+`decompress_join`), on two threads when that measures faster, and a single
+page goes through C functions without python-lz4's keyword parsing
+(`decompress_page`).  Without it (not built, or ``ZRAMFS_NO_ACCEL=1`` in the
+environment) everything works page by page through python-lz4, with the
+same results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
+from operator import add
+from types import ModuleType
 from typing import Final
 
 import lz4.block
@@ -57,6 +70,21 @@ _decompress: Final[Callable[..., bytes]] = lz4.block.decompress
 _LZ4BlockError: Final[type[Exception]] = lz4.block.LZ4BlockError
 
 
+def _load_accelerator() -> ModuleType | None:
+    if os.environ.get("ZRAMFS_NO_ACCEL"):
+        return None
+    try:
+        from zramfs import _zpages
+    except ImportError:  # not built: the pure-Python paths serve
+        return None
+    return _zpages
+
+
+_zp: Final = _load_accelerator()
+ACCELERATED: Final = _zp is not None
+"""Whether the C accelerator (`zramfs._zpages`) is in use."""
+
+
 class Lz4Codec:
     """LZ4 (fast mode) for one device priority; see the module docstring.
 
@@ -68,7 +96,18 @@ class Lz4Codec:
     costs python-lz4 a measurable extra argument parse per page.
     """
 
-    __slots__ = ("name", "params", "compress", "_dict")
+    __slots__ = (
+        "name",
+        "params",
+        "compress",
+        "_dict",
+        "_level",
+        "_pages",
+        "batch_compress",
+        "batch_parallel",
+        "decompress_page",
+        "decompress_join",
+    )
 
     def __init__(self, params: AlgoParams = DEFAULT_PARAMS) -> None:
         """Validate params (EINVAL on a non-C-int level or an empty dictionary)."""
@@ -86,6 +125,41 @@ class Lz4Codec:
         if self._dict is not None:
             kwargs["dict"] = self._dict
         self.compress: Callable[[Buffer], bytes] = partial(_compress, **kwargs)
+        self._level = level
+        # The accelerator's batch calls (see the module docstring); the
+        # device looks for these attributes.
+        fast = _zp is not None and self._dict is None
+        self.batch_compress = self.batch_parallel = fast
+        self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
+        self.decompress_page: Callable[[Buffer], bytes] | None = None
+        self.decompress_join: Callable[[Sequence[Buffer], int], bytes] | None = None
+        if fast:
+            assert _zp is not None
+            hc = mode["mode"] == "high_compression"
+            self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
+            self.decompress_page = _zp.lz4_decompress_page
+            self.decompress_join = _zp.lz4_decompress_pages
+            if not hc and level == DEFAULT_ACCELERATION:
+                # The same blocks, without python-lz4's keyword parsing.
+                self.compress = _zp.lz4_compress_page
+
+    def compress_pages(self, data: Buffer, pos: int, count: int, threads: int) -> list[Buffer]:
+        """The blocks of the ``count`` pages of ``data`` from ``pos``, made in
+        one GIL-free call of the accelerator on ``threads`` threads: views of
+        one buffer, each exactly `compress` of its page, except that
+
+        * a page that does not compress below PAGE_SIZE bytes gets a
+          PAGE_SIZE-byte view (the device stores such a page raw, as huge,
+          without reading it), and
+        * a same-filled page gets an empty view (the device finds those
+          itself, with the same test, and never stores a block for them).
+        """
+        assert self._pages is not None, "compress_pages needs the accelerator"
+        out, sizes = self._pages(data, pos, count, self._level, threads)
+        mv = memoryview(out)
+        starts = range(0, count * PAGE_SIZE, PAGE_SIZE)
+        ends = map(add, starts, memoryview(sizes).cast("H"))
+        return list(map(mv.__getitem__, map(slice, starts, ends)))
 
     def decompress(self, src: Buffer, dst_len: int = PAGE_SIZE) -> bytes:
         """Exactly `dst_len` bytes back, or ZramError(EIO).
@@ -93,6 +167,12 @@ class Lz4Codec:
         `uncompressed_size` is only an upper bound for python-lz4 (it returns
         fewer bytes if the block is shorter), hence the explicit length check.
         """
+        one = self.decompress_page
+        if one is not None and dst_len == PAGE_SIZE:
+            try:
+                return one(src)
+            except ValueError as e:
+                raise corrupt(self.name, str(e)) from None
         try:
             if self._dict is None:
                 out = _decompress(src, uncompressed_size=dst_len)

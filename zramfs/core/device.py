@@ -35,6 +35,7 @@ import stat as stat_mod
 import time
 from array import array as _array
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import trio
 
@@ -73,6 +74,8 @@ MAX_DICT_SIZE = 16 << 20  # dictionaries larger than this are refused (EINVAL)
 ZERO_PAGE = bytes(PAGE_SIZE)
 
 log = logging.getLogger(__name__)
+_perf_ns = time.perf_counter_ns
+_PAGE_MASK = PAGE_SIZE - 1
 
 
 def io_error(exc: Exception, what: str) -> ZramError:
@@ -127,6 +130,10 @@ BATCH_MIN_PAGES = 8
 # CPU per MiB and no faster on this shared 2-CPU machine.
 PARALLEL_MIN_NS = 250_000
 _CPUS = os.cpu_count() or 1
+# A joined read (`_load_joined`) may split its decompression over two
+# threads from this many pages on (measured: 128 pages 245 -> 187 µs, 64
+# pages 110 -> 120 µs: below, starting the thread costs more than it saves).
+JOIN_SPLIT_MIN_PAGES = 128
 PARALLEL = _CPUS > 1
 # Whether splitting pays depends on the machine's load (a busy second CPU
 # makes it slower than one thread), so both ways are timed, per direction and
@@ -172,6 +179,20 @@ _offload_stats: dict[tuple[str, int | None], list[int]] = {}
 def boottime_seconds() -> int:
     """``(u32)ktime_get_boottime_seconds()``: what slots record as ac_time."""
     return int(time.clock_gettime(time.CLOCK_BOOTTIME)) & 0xFFFFFFFF
+
+
+def _no_codec(src: Buffer) -> bytes:
+    raise ZramError(errno.EIO, "no compressor")
+
+
+def page_decompressor(comp: Codec | None) -> Callable[[Buffer], bytes]:
+    """``comp``'s one-page decompress as one callable: its ``decompress_page``
+    (a C function, for lz4 with the accelerator) or ``decompress`` with the
+    page size bound."""
+    if comp is None:
+        return _no_codec
+    fast: Callable[[Buffer], bytes] | None = getattr(comp, "decompress_page", None)
+    return fast if fast is not None else partial(comp.decompress, dst_len=PAGE_SIZE)
 
 
 def _words_same(page: bytes) -> int | None:
@@ -262,6 +283,11 @@ class ZramDevice:
         # ac_time stamped by stores, read from the clock once per request
         # (a clock call per page costs ~0.5 µs, 5% of an lz4 page).
         self._actime = 0
+        # The 4 KiB read path's bindings (set with the pool and the codecs):
+        # the pool's segment views (its own list, updated in place) and the
+        # primary codec's one-page decompress.
+        self._views: list[memoryview] = []
+        self._decompress_page: Callable[[Buffer], bytes] = _no_codec
         # Observers (the FUSE layer invalidates the image inode on size change).
         self.on_resize: list[Callable[[ZramDevice], None]] = []
 
@@ -321,6 +347,8 @@ class ZramDevice:
             self.pool = ZsPool(CHAIN_SIZE, on_move=self._on_move)
             self.huge_class_size = self.pool.huge_class_size
             self.comps = comps
+            self._views = self.pool.segment_views()
+            self._decompress_page = page_decompressor(comps[ZRAM_PRIMARY_COMP])
             self.disksize = disksize
         self._notify_resize()
 
@@ -345,6 +373,8 @@ class ZramDevice:
         self.pool = None
         self.disksize = 0
         self.comps = [None] * ZRAM_MAX_COMPS
+        self._views = []
+        self._decompress_page = _no_codec
         self.comp_algs = [DEFAULT_ALGORITHM, None, None, None]
         self.params = [AlgoParams()] * ZRAM_MAX_COMPS
         self.stats.clear()
@@ -361,7 +391,14 @@ class ZramDevice:
     # -------------------------------------------------------------- data path
 
     async def read(self, offset: int, size: int) -> bytes:
-        """Read ``size`` bytes at ``offset``: short at the end of the device."""
+        """Read ``size`` bytes at ``offset``: short at the end of the device.
+
+        One whole page (4 KiB random I/O) whose slot holds a page in RAM is
+        served inline, in this one frame: `_require_init`, `BlockStat.start`
+        / `done` and `_read_range`'s page path are written out here, because
+        every Python frame on this path costs ~1 µs cold (docs/profile.md,
+        "4 KiB requests").  Everything else goes through `_read_range`.
+        """
         if offset < 0 or size < 0:
             raise einval("negative offset or size")
         dl = self.dev_lock  # `async with dl.read()`, without the guard's frames
@@ -371,11 +408,31 @@ class ZramDevice:
             end = min(offset + size, self.disksize)
             if offset >= end:
                 return b""
-            table, pool = self._require_init()
-            t0 = time.perf_counter_ns()
-            self.bstat.start(t0)
+            table = self.table
+            pool = self.pool
+            if table is None or pool is None:
+                raise einval("device not initialized")
+            t0 = _perf_ns()
+            b = self.bstat
+            if not b.in_flight:  # BlockStat.start(t0)
+                b._busy_since_ns = t0
+            b.in_flight += 1
             try:
-                out = await self._read_range(table, pool, offset, end)
+                if end - offset == PAGE_SIZE and not offset & _PAGE_MASK:
+                    idx = offset >> PAGE_SHIFT
+                    a = table.attr[idx]
+                    n = a & SIZE_MASK
+                    if n and not a & _READ_SLOW:
+                        h = table.handle[idx]
+                        o = (h >> 1) & HANDLE_OFF_MASK
+                        obj = self._views[h >> HANDLE_SEG_SHIFT][o : o + n]
+                        out = bytes(obj) if n == PAGE_SIZE else self._decompress_page(obj)
+                        now = self.clock() << ACTIME_SHIFT
+                        c = (a & _KEEP) | now  # mark_slot_accessed()
+                        if c != a:
+                            table.attr[idx] = c
+                        return out
+                return await self._read_range(table, pool, offset, end)
             except Exception as exc:
                 self.stats.failed_reads += 1
                 err = io_error(exc, "read")
@@ -383,12 +440,9 @@ class ZramDevice:
                     raise
                 raise err from None
             finally:
-                t1 = time.perf_counter_ns()
-                b = self.bstat
-                b.read_ticks += b.done(t1, t0)
+                b.read_ticks += b.done(_perf_ns(), t0)
                 b.read_ios += 1
                 b.read_sectors += (end - offset) >> SECTOR_SHIFT
-            return out
         finally:
             dl.release_read()
 
@@ -404,20 +458,13 @@ class ZramDevice:
         now = self.clock() << ACTIME_SHIFT
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
-        if end - offset == PAGE_SIZE and not offset & (PAGE_SIZE - 1):
-            # One whole page (4 KiB random I/O): its common case inline,
-            # without the batch machinery's frames and list.
-            a = table.attr[first]
-            size = a & SIZE_MASK
-            if size and not a & _READ_SLOW:
-                h = table.handle[first]
-                o = (h >> 1) & HANDLE_OFF_MASK
-                obj = pool.segment_views()[h >> HANDLE_SEG_SHIFT][o : o + size]
-                page = bytes(obj) if size == PAGE_SIZE else comp.decompress(obj, PAGE_SIZE)
-                b = (a & _KEEP) | now  # mark_slot_accessed()
-                if b != a:
-                    table.attr[first] = b
-                return page
+        join = getattr(comp, "decompress_join", None)
+        if join is not None and last > first:
+            whole = self._load_joined(table, comp, join, first, last + 1, now)
+            if whole is not None:
+                lo = offset & _PAGE_MASK
+                n = end - offset
+                return whole if n == len(whole) else whole[lo : lo + n]
         parts = await self._load_pages(table, pool, comp, first, last + 1, now)
         lo = offset & (PAGE_SIZE - 1)
         if lo:
@@ -429,6 +476,52 @@ class ZramDevice:
             one = parts[0]
             return one if type(one) is bytes else bytes(one)
         return b"".join(parts)
+
+    def _load_joined(
+        self,
+        table: SlotTable,
+        comp: Codec,
+        join: Callable[[Sequence[Buffer], int], bytes],
+        first: int,
+        stop: int,
+        now: int,
+    ) -> bytes | None:
+        """The pages of ``[first, stop)`` as one bytes object, from a codec's
+        ``decompress_join`` (lz4 with the accelerator: one GIL-free C call
+        that decompresses every object, copies huge ones and zero-fills empty
+        slots straight into the result), or None, having done nothing, when
+        a slot needs the general path (locked, written back, same-filled,
+        recompressed).  No ``await``: the pool views cannot change under it.
+        """
+        attrs = table.attr[first:stop].tolist()
+        if any(map(_and, attrs, _repeat(_READ_SLOW))):
+            return None
+        sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
+        views = self._views
+        if not views:  # nothing was ever stored
+            return bytes((stop - first) << PAGE_SHIFT)
+        hs = table.handle[first:stop].tolist()  # an empty slot's is 0: a 0-byte view
+        offs = list(map(_and, map(_rshift, hs, _repeat(1)), _repeat(HANDLE_OFF_MASK)))
+        segs = map(views.__getitem__, map(_rshift, hs, _repeat(HANDLE_SEG_SHIFT)))
+        slices = map(slice, offs, map(_add, offs, sizes))
+        objs: list[Buffer] = list(map(_getitem, segs, slices))  # type: ignore[arg-type]
+        n = stop - first
+        if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES:
+            whole = join(objs, 1)
+        else:
+            # Both CPUs on one request when that measures faster (a busy
+            # second CPU makes it slower): `_split_pays`, as for writes.
+            st = _split_pays("r", comp)
+            t0 = _perf_ns()
+            whole = join(objs, 1 + st[3])
+            _split_learn(st, _perf_ns() - t0, n)
+        # mark_slot_accessed() of every slot that holds a page.
+        stamped = list(map(_or, map(_and, attrs, _repeat(_KEEP)), _repeat(now)))
+        if 0 in sizes:
+            stamped = [b if z else a for a, b, z in zip(attrs, stamped, sizes, strict=True)]
+        if stamped != attrs:
+            table.attr[first:stop] = _array("Q", stamped)
+        return whole
 
     async def _load_pages(
         self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
@@ -595,13 +688,27 @@ class ZramDevice:
         try:
             if offset >= self.disksize:
                 raise ZramError(errno.ENOSPC, "write past the end of the device")
-            table, pool = self._require_init()
+            table = self.table
+            pool = self.pool
+            if table is None or pool is None:
+                raise einval("device not initialized")
             end = min(offset + n, self.disksize)
             self._actime = self.clock() << ACTIME_SHIFT
-            t0 = time.perf_counter_ns()
-            self.bstat.start(t0)
+            t0 = _perf_ns()
+            b = self.bstat
+            if not b.in_flight:  # BlockStat.start(t0)
+                b._busy_since_ns = t0
+            b.in_flight += 1
             try:
-                await self._write_range(table, pool, offset, data[: end - offset])
+                # One whole page (4 KiB random I/O): `_store_run` straight
+                # away; a slot somebody holds (nothing stored then) takes the
+                # general path, which waits.
+                if not (
+                    n == PAGE_SIZE
+                    and not offset & _PAGE_MASK
+                    and self._store_run(table, pool, offset >> PAGE_SHIFT, data, 0, 0, 1)
+                ):
+                    await self._write_range(table, pool, offset, data[: end - offset])
             except Exception as exc:
                 self.stats.failed_writes += 1
                 err = io_error(exc, "write")
@@ -611,9 +718,7 @@ class ZramDevice:
                     raise
                 raise err from None
             finally:
-                t1 = time.perf_counter_ns()
-                b = self.bstat
-                b.write_ticks += b.done(t1, t0)
+                b.write_ticks += b.done(_perf_ns(), t0)
                 b.write_ios += 1
                 b.write_sectors += (end - offset) >> SECTOR_SHIFT
             return end - offset
@@ -622,15 +727,6 @@ class ZramDevice:
 
     async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
         n = len(data)
-        # One whole page (4 KiB random I/O): `_store_run` straight away,
-        # without `_write_full`'s batch machinery; a slot somebody holds
-        # (nothing stored then) takes the general path, which waits.
-        if (
-            n == PAGE_SIZE
-            and not offset & (PAGE_SIZE - 1)
-            and self._store_run(table, pool, offset >> PAGE_SHIFT, data, 0, 0, 1)
-        ):
-            return
         pos = 0
         head = offset & (PAGE_SIZE - 1)
         if head:
@@ -702,9 +798,18 @@ class ZramDevice:
             self._learn_cost(time.perf_counter_ns() - t0, count)
             return
         locks = table.locks
+        # Slots that hold data (overwrites): a batch codec still compresses
+        # the whole batch in one call; `_store_run` then stores page by page
+        # (new object, then the old one freed, as the kernel orders it).
+        frames: Sequence[Buffer] | None = None
+        if count >= BATCH_MIN_PAGES and getattr(comp, "batch_compress", False):
+            try:
+                frames = self._batch_frames(comp, data, pos, count)
+            except Exception:
+                frames = None  # page by page: the failing page fails alone
         k = 0
         while True:
-            k = self._store_run(table, pool, first, data, pos, k, count)
+            k = self._store_run(table, pool, first, data, pos, k, count, frames)
             if k >= count:
                 break
             idx = first + k
@@ -846,7 +951,15 @@ class ZramDevice:
             st.max_used_pages = pool.peak_pages
 
     def _store_run(
-        self, table: SlotTable, pool: ZsPool, first: int, data: bytes, pos: int, k: int, count: int
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        first: int,
+        data: bytes,
+        pos: int,
+        k: int,
+        count: int,
+        frames: Sequence[Buffer] | None = None,
     ) -> int:
         """Store pages ``k..count-1`` of a batch for as long as their slots are free.
 
@@ -861,7 +974,9 @@ class ZramDevice:
         dropping an uncontended entry lock around each page could not be
         observed by anyone: it is skipped (docs/design.md, entry lock rule 2).
         Returns the index of the first page whose slot somebody holds (the
-        caller waits for it), or ``count``.
+        caller waits for it), or ``count``.  ``frames``: every page's
+        compressed form (a batch codec's ``compress_pages``), instead of
+        compressing here.
         """
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
@@ -897,7 +1012,7 @@ class ZramDevice:
                     continue
                 page = mv[p:q]  # compressed in place, no copy
                 p = q
-                c = compress(page)
+                c = compress(page) if frames is None else frames[idx - first]
                 n = len(c)
                 if n < huge_size:
                     h = store(c, idx)
@@ -944,24 +1059,34 @@ class ZramDevice:
     def _compress_batch(
         self, comp: Codec, data: bytes, pos: int, count: int
     ) -> tuple[list[int], Sequence[Buffer]]:
-        """`compress_run` of a batch on the trio thread.  A batch codec (zstd)
-        compresses it in one GIL-free call (`_compress_pages`), on two of
-        its own threads when the batch is long enough (`PARALLEL_MIN_NS`)
-        and that has measured faster (`_split_pays`); the trio thread blocks
-        meanwhile.  Any other codec: `compress_run`, page by page."""
+        """`compress_run` of a batch on the trio thread: a batch codec through
+        `_batch_frames`, any other codec page by page."""
         if not getattr(comp, "batch_compress", False) or count < BATCH_MIN_PAGES:
             return compress_run(comp.compress, data, pos, count)
+        same = _same_pages(data, pos, count)
+        frames = self._batch_frames(comp, data, pos, count)
+        if not same:
+            return same, frames
+        skip = set(same)
+        return same, [frames[k] for k in range(count) if k not in skip]
+
+    def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
+        """A batch codec's ``compress_pages`` of every page of a batch, in one
+        GIL-free call on the trio thread (which blocks meanwhile): on two of
+        its threads when the batch is long enough (`PARALLEL_MIN_NS`) and
+        that has measured faster (`_split_pays`), else on one."""
+        pages = comp.compress_pages  # type: ignore[attr-defined]
         if (
             not PARALLEL
             or not getattr(comp, "batch_parallel", False)
             or count * self._comp_cost_ns < PARALLEL_MIN_NS
         ):
-            return self._compress_pages(comp, data, pos, count, 1)
+            return pages(data, pos, count, 1)  # type: ignore[no-any-return]
         st = _split_pays("w", comp)
         t0 = time.perf_counter_ns()
-        out = self._compress_pages(comp, data, pos, count, 1 + st[3])
+        out = pages(data, pos, count, 1 + st[3])
         _split_learn(st, time.perf_counter_ns() - t0, count)
-        return out
+        return out  # type: ignore[no-any-return]
 
     @staticmethod
     def _compress_pages(
