@@ -2,7 +2,7 @@
 python-lz4 page by page, on every data path that uses it.
 
 Two devices take the same operations: one with the accelerated lz4 codec
-(batch compress on one or two threads, batch decompress-and-join, the C
+(batch compress on one or two threads, batch gather-and-decompress, the C
 one-page calls), one whose codec has the accelerator switched off (what a
 build without the C module, or ``ZRAMFS_NO_ACCEL=1``, runs).  After each step
 `mm_stat`, the per-slot sizes and flags, and every byte read back must agree,
@@ -27,7 +27,7 @@ from benchmarks.data import realistic_data
 from tests.devutil import mm, pool, table
 from zramfs.backends import lz4 as lz4_backend
 from zramfs.core.device import ZramDevice
-from zramfs.core.slots import ACTIME_MASK, SIZE_MASK
+from zramfs.core.slots import ACTIME_MASK, ACTIME_SHIFT, SIZE_MASK
 from zramfs.errors import ZramError
 
 pytestmark = pytest.mark.skipif(
@@ -49,7 +49,7 @@ def strip_accelerator(dev: ZramDevice) -> None:
         mode = {"mode": "fast", "acceleration": comp.params.level}
     comp.compress = partial(lz4.block.compress, store_size=False, **mode)
     comp.batch_compress = comp.batch_parallel = False
-    comp.decompress_page = comp.decompress_join = None
+    comp.decompress_page = comp.decompress_gather = None
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
 
 
@@ -217,3 +217,28 @@ def test_no_accel_env_really_switches_it_off() -> None:
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert out.strip() == want
 
+
+
+async def test_joined_read_stamps_what_the_page_path_stamps() -> None:
+    """mark_slot_accessed() in a joined read: pages in the pool and
+    same-filled pages get the new ac_time and lose IDLE; empty slots keep
+    their word — exactly as the page-by-page path leaves them."""
+    now = [1000]
+    devs = []
+    for accelerated in (True, False):
+        dev = ZramDevice(0, clock=lambda: now[0])
+        await dev.store_disksize(b"1M")
+        if not accelerated:
+            strip_accelerator(dev)
+        data = mixed_data(200, 5)
+        await dev.write(0, bytes(data))
+        await dev.discard(10 * PAGE, 3 * PAGE)
+        await dev.store_idle(b"all")
+        devs.append(dev)
+    now[0] = 2000
+    for dev in devs:
+        assert await dev.read(0, 128 * PAGE) == await devs[1].read(0, 128 * PAGE)
+    fast, slow = (table(d).attr.tolist()[:256] for d in devs)
+    assert fast == slow
+    stamped = [a for a in fast[:128] if (a & ACTIME_MASK) >> ACTIME_SHIFT == 2000]
+    assert len(stamped) == 125  # 128 read, 3 of them discarded (empty)

@@ -632,3 +632,83 @@ def test_module_docstrings() -> None:
         params = inspect.signature(fn).parameters.values()
         assert params and all(p.kind is p.POSITIONAL_ONLY for p in params), name
 
+
+
+# ------------------------------------------------------------------ gather
+
+
+def _pool_like(src: bytes, count: int) -> tuple[list[memoryview], list[int], list[int], list[int]]:
+    """Compressed pages laid out in two "segments" the way a pool holds them."""
+    out, sizes_b = zp.lz4_compress_pages(src, 0, count, 1, 1)
+    sizes = list(memoryview(sizes_b).cast("H"))
+    segs_b = [bytearray(), bytearray()]
+    segs, offs = [], []
+    for k, n in enumerate(sizes):
+        s = k % 2
+        segs.append(s)
+        offs.append(len(segs_b[s]) + 3)  # objects not at 0, with gaps
+        blob = src[k * PAGE : (k + 1) * PAGE] if n == PAGE else out[k * PAGE : k * PAGE + n]
+        segs_b[s] += b"\x5a" * 3 + blob
+    return [memoryview(b) for b in segs_b], segs, offs, sizes
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gather_round_trip_with_fills(threads: int) -> None:
+    src = realistic_data(1 << 20)[: 200 * PAGE]
+    src = src[:PAGE] + random.Random(3).randbytes(PAGE) + src[2 * PAGE :]  # incompressible
+    views, segs, offs, sizes = _pool_like(src, 200)
+    assert PAGE in sizes and 0 not in sizes
+    # Empty slots (size 0, their place never looked at) and same-filled ones.
+    sizes[5] = 0
+    segs[5] = offs[5] = 10**9
+    sizes[7] = 0
+    segs[7] = 0xDEADBEEF  # a same-filled slot's "handle" is its word
+    fills = [(7, 0x0102030405060708)]
+    got = zp.lz4_decompress_gather(views, segs, offs, sizes, fills, threads)
+    want = bytearray(src)
+    want[5 * PAGE : 6 * PAGE] = bytes(PAGE)
+    want[7 * PAGE : 8 * PAGE] = (0x0102030405060708).to_bytes(8, "little") * (PAGE // 8)
+    assert type(got) is bytes and got == want
+
+
+def test_gather_errors_name_the_place() -> None:
+    src = realistic_data(1 << 20)[: 16 * PAGE]
+    views, segs, offs, sizes = _pool_like(src, 16)
+    ok: tuple[object, ...] = (views, segs, offs, sizes, [], 1)
+    assert zp.lz4_decompress_gather(views, segs, offs, sizes, [], 1) == src
+
+    def call(**kw: object) -> bytes:
+        args = dict(zip(("views", "segs", "offs", "sizes", "fills", "threads"), ok, strict=True))
+        args.update(kw)
+        return zp.lz4_decompress_gather(*args.values())  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="one length"):
+        call(offs=offs[:-1])
+    with pytest.raises(ValueError, match=r"segs\[2\] = 9: no such view"):
+        call(segs=segs[:2] + [9] + segs[3:])
+    with pytest.raises(ValueError, match="outside view"):
+        call(offs=offs[:4] + [len(views[0]) - 1] + offs[5:])
+    with pytest.raises(ValueError, match="outside view"):
+        call(offs=offs[:4] + [-1] + offs[5:])
+    with pytest.raises(ValueError, match=r"sizes\[1\] = 4097"):
+        call(sizes=sizes[:1] + [PAGE + 1] + sizes[2:])
+    with pytest.raises(ValueError, match="not an empty page"):
+        call(fills=[(3, 0)])  # page 3 holds an object
+    with pytest.raises(ValueError, match="not an empty page"):
+        call(fills=[(16, 0)])
+    with pytest.raises(TypeError, match="must be an int"):
+        call(sizes=sizes[:1] + ["x"] + sizes[2:])
+    with pytest.raises(TypeError, match=r"\(index, word\)"):
+        call(sizes=[0] + sizes[1:], fills=[[0, 1]])
+    with pytest.raises(TypeError):
+        call(views=[views[0], 3])  # a view that is not a buffer, used by page 1
+    with pytest.raises(ValueError, match="threads"):
+        call(threads=0)
+    bad = bytearray(views[0])
+    k = next(i for i in range(0, 16, 2) if 0 < sizes[i] < PAGE)
+    bad[offs[k] : offs[k] + sizes[k]] = b"\xff" * sizes[k]
+    with pytest.raises(ValueError, match=rf"page {k}: corrupt block"):
+        call(views=[bad, views[1]])
+    # Every view acquired was released, on the error paths too.
+    bad += b"x"
+    assert zp.lz4_decompress_gather([], [], [], [], [], 1) == b""

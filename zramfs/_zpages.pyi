@@ -34,6 +34,19 @@ def lz4_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
     """One page per object (b"" -> zeros, 4096 bytes -> raw copy, else an LZ4
     block of exactly 4096 bytes or ValueError naming the page), GIL released."""
 
+def lz4_decompress_gather(
+    views: Sequence[Buffer],
+    segs: Sequence[int],
+    offs: Sequence[int],
+    sizes: Sequence[int],
+    fills: Sequence[tuple[int, int]],
+    threads: int,
+    /,
+) -> bytes:
+    """``lz4_decompress_pages`` of ``views[segs[k]][offs[k]:offs[k]+sizes[k]]``
+    (a size-0 page's place is not read), then every ``(k, word)`` of ``fills``
+    makes page k that 8-byte word repeated; GIL released."""
+
 def lz4_decompress_page(obj: Buffer, /) -> bytes:
     """One LZ4 block back to exactly 4096 bytes, or ValueError; keeps the GIL."""
 

@@ -70,9 +70,10 @@ class Codec(Protocol):
     * ``batch_parallel`` (true): ``threads`` > 1 may pay;
     * ``batch_decompress`` (true) and ``decompress_pages(blobs, threads)``:
       one PAGE_SIZE buffer per blob;
-    * ``decompress_join(objs, threads) -> bytes``: the pages of ``objs``
-      back to back, where an empty object is a zero page and a PAGE_SIZE one
-      a page stored raw;
+    * ``decompress_gather(views, segs, offs, sizes, fills, threads) ->
+      bytes``: the pages at ``views[segs[k]][offs[k]:offs[k]+sizes[k]]`` back
+      to back, where size 0 is a zero page and PAGE_SIZE a page stored raw,
+      and each ``(k, word)`` of ``fills`` a same-filled page;
     * ``decompress_page(obj) -> bytes``: one compressed page, no wrapper.
     """
 

@@ -29,7 +29,7 @@ The accelerator (`zramfs._zpages`, C, linked against the system's liblz4 of
 the same LZ4 release python-lz4 bundles, so its blocks are byte-identical):
 when it is built and the codec has no dictionary, a request's pages are
 compressed and decompressed in one GIL-free call (`compress_pages`,
-`decompress_join`), on two threads when that measures faster, and a single
+`decompress_gather`), on two threads when that measures faster, and a single
 page goes through C functions without python-lz4's keyword parsing
 (`decompress_page`).  Without it (not built, or ``ZRAMFS_NO_ACCEL=1`` in the
 environment) everything works page by page through python-lz4, with the
@@ -39,7 +39,7 @@ same results.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from operator import add
@@ -106,7 +106,7 @@ class Lz4Codec:
         "batch_compress",
         "batch_parallel",
         "decompress_page",
-        "decompress_join",
+        "decompress_gather",
     )
 
     def __init__(self, params: AlgoParams = DEFAULT_PARAMS) -> None:
@@ -132,13 +132,13 @@ class Lz4Codec:
         self.batch_compress = self.batch_parallel = fast
         self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
         self.decompress_page: Callable[[Buffer], bytes] | None = None
-        self.decompress_join: Callable[[Sequence[Buffer], int], bytes] | None = None
+        self.decompress_gather: Callable[..., bytes] | None = None
         if fast:
             assert _zp is not None
             hc = mode["mode"] == "high_compression"
             self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
             self.decompress_page = _zp.lz4_decompress_page
-            self.decompress_join = _zp.lz4_decompress_pages
+            self.decompress_gather = _zp.lz4_decompress_gather
             if not hc and level == DEFAULT_ACCELERATION:
                 # The same blocks, without python-lz4's keyword parsing.
                 self.compress = _zp.lz4_compress_page

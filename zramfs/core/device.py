@@ -111,6 +111,8 @@ _le = operator.le
 # A read takes the general path for these slots: locked, written back,
 # same-filled, or compressed by a secondary algorithm.
 _READ_SLOW = LOCK_MASK | WB | SAME | PRIO_MASK
+# ... and the ones `_load_joined` leaves to it (same-filled pages it fills).
+_JOIN_SLOW = LOCK_MASK | WB | PRIO_MASK
 # mark_slot_accessed() keeps everything but IDLE, PP_SLOT and the old ac_time.
 _KEEP = ~(IDLE | PP_SLOT | ACTIME_MASK) & ((1 << 64) - 1)
 
@@ -458,9 +460,9 @@ class ZramDevice:
         now = self.clock() << ACTIME_SHIFT
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
-        join = getattr(comp, "decompress_join", None)
-        if join is not None and last > first:
-            whole = self._load_joined(table, comp, join, first, last + 1, now)
+        gather = getattr(comp, "decompress_gather", None)
+        if gather is not None and last > first:
+            whole = self._load_joined(table, comp, gather, first, last + 1, now)
             if whole is not None:
                 lo = offset & _PAGE_MASK
                 n = end - offset
@@ -481,47 +483,48 @@ class ZramDevice:
         self,
         table: SlotTable,
         comp: Codec,
-        join: Callable[[Sequence[Buffer], int], bytes],
+        gather: Callable[..., bytes],
         first: int,
         stop: int,
         now: int,
     ) -> bytes | None:
         """The pages of ``[first, stop)`` as one bytes object, from a codec's
-        ``decompress_join`` (lz4 with the accelerator: one GIL-free C call
-        that decompresses every object, copies huge ones and zero-fills empty
-        slots straight into the result), or None, having done nothing, when
-        a slot needs the general path (locked, written back, same-filled,
-        recompressed).  No ``await``: the pool views cannot change under it.
+        ``decompress_gather`` (lz4 with the accelerator: one GIL-free C call
+        that finds every object in the pool's views, decompresses it, copies
+        huge ones, zero-fills empty slots and fills same-filled ones,
+        straight into the result), or None, having done nothing, when a slot
+        needs the general path (locked, written back, recompressed).  No
+        ``await``: the pool views cannot change under it.
         """
         attrs = table.attr[first:stop].tolist()
-        if any(map(_and, attrs, _repeat(_READ_SLOW))):
+        if any(map(_and, attrs, _repeat(_JOIN_SLOW))):
             return None
-        sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
-        views = self._views
-        if not views:  # nothing was ever stored
-            return bytes((stop - first) << PAGE_SHIFT)
-        hs = table.handle[first:stop].tolist()  # an empty slot's is 0: a 0-byte view
-        offs = list(map(_and, map(_rshift, hs, _repeat(1)), _repeat(HANDLE_OFF_MASK)))
-        segs = map(views.__getitem__, map(_rshift, hs, _repeat(HANDLE_SEG_SHIFT)))
-        slices = map(slice, offs, map(_add, offs, sizes))
-        objs: list[Buffer] = list(map(_getitem, segs, slices))  # type: ignore[arg-type]
         n = stop - first
+        sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
+        hs = table.handle[first:stop].tolist()
+        # A same-filled slot's "handle" is its word (its size is 0, so the C
+        # side never looks for it in the pool).
+        fills = [(i, hs[i]) for i in _select(range(n), map(_and, attrs, _repeat(SAME)))]
+        segs = list(map(_rshift, hs, _repeat(HANDLE_SEG_SHIFT)))
+        offs = list(map(_and, map(_rshift, hs, _repeat(1)), _repeat(HANDLE_OFF_MASK)))
         if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES:
-            whole = join(objs, 1)
+            whole = gather(self._views, segs, offs, sizes, fills, 1)
         else:
             # Both CPUs on one request when that measures faster (a busy
             # second CPU makes it slower): `_split_pays`, as for writes.
             st = _split_pays("r", comp)
             t0 = _perf_ns()
-            whole = join(objs, 1 + st[3])
+            whole = gather(self._views, segs, offs, sizes, fills, 1 + st[3])
             _split_learn(st, _perf_ns() - t0, n)
-        # mark_slot_accessed() of every slot that holds a page.
+        # mark_slot_accessed() of every slot that holds a page (in the pool,
+        # or same-filled); an empty slot keeps its word.
         stamped = list(map(_or, map(_and, attrs, _repeat(_KEEP)), _repeat(now)))
         if 0 in sizes:
-            stamped = [b if z else a for a, b, z in zip(attrs, stamped, sizes, strict=True)]
+            held = SIZE_MASK | SAME
+            stamped = [b if a & held else a for a, b in zip(attrs, stamped, strict=True)]
         if stamped != attrs:
             table.attr[first:stop] = _array("Q", stamped)
-        return whole
+        return whole  # type: ignore[no-any-return]
 
     async def _load_pages(
         self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
