@@ -1,10 +1,12 @@
 """Helpers shared by the benchmarks: a zramfs mount outside pytest, sizes, logging.
 
-`mounted()` starts ``python -m zramfs mount -f`` on a fresh temporary
-directory, waits for the mount and always tears it down (unmount, reap the
-daemon, remove the directory), also on Ctrl-C or SIGTERM.  It is a
-dependency-free cousin of ``tests/conftest.py``'s ``start_mount`` /
-``stop_mount`` (benchmarks do not import pytest).
+`start_daemon` / `stop_daemon` are the one mount starter for benchmarks and
+tests: ``python -m zramfs mount -f`` in a subprocess, wait for the mount, then
+unmount and reap the daemon (lazily and by kill if need be, also on Ctrl-C).
+`mounted()` runs them on a fresh temporary directory and also removes it,
+SIGTERM included.  ``tests/conftest.py``'s ``start_mount`` / ``stop_mount``
+and ``ZramfsMount`` (a `Mount`) build on them: this module does not import
+pytest, so benchmarks can use it too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO, TypeVar
 
 from zramfs.fs import mounts
 
@@ -153,6 +155,11 @@ class Mount:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    # What the helpers raise when the daemon misbehaves: a failed start, a
+    # short write to an attribute.  The tests' subclass makes both assertions.
+    failure: ClassVar[type[Exception]] = RuntimeError
+    short_write: ClassVar[type[Exception]] = OSError
+
     def sys(self, dev: int = 0) -> Path:
         return self.path / "sys" / "block" / f"zram{dev}"
 
@@ -169,7 +176,7 @@ class Mount:
         try:
             n = os.write(fd, data)
             if n != len(data):
-                raise OSError(f"short write to {name}: {n} of {len(data)}")
+                raise self.short_write(f"short write to {name}: {n} of {len(data)}")
         finally:
             os.close(fd)
 
@@ -178,6 +185,9 @@ class Mount:
 
     def mm_stat(self, dev: int = 0) -> list[int]:
         return self.stat_line("mm_stat", dev)
+
+    def io_stat(self, dev: int = 0) -> list[int]:
+        return self.stat_line("io_stat", dev)
 
     def bd_stat(self, dev: int = 0) -> list[int]:
         return self.stat_line("bd_stat", dev)
@@ -210,6 +220,13 @@ class Mount:
         finally:
             os.close(fd)
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss(self, settle: float = 0.6) -> int:
+        """The daemon's steady resident memory in bytes (`settled_rss`)."""
+        return settled_rss(self.proc.pid, settle)
+
     def log_text(self) -> str:
         try:
             return self.log.read_text()
@@ -217,28 +234,41 @@ class Mount:
             return ""
 
 
-def _start(path: Path, extra: tuple[str, ...], timeout: float) -> Mount:
+M = TypeVar("M", bound=Mount)
+
+
+def start_daemon(
+    cls: type[M], path: Path, *extra: str, timeout: float = 20.0, module: str = "zramfs"
+) -> M:
+    """``python -m MODULE mount -f EXTRA... PATH``, its output in ``PATH.log``
+    next to ``PATH``; returns ``cls(path, proc, log)`` once it is mounted, or
+    raises ``cls.failure`` (with the log) after stopping it.
+
+    ``module`` is the daemon's entry point: ``zramfs``, or a test wrapper
+    with the same CLI (``zramfs.backends.faulty``).
+    """
     log = path.parent / (path.name + ".log")
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zramfs", "mount", "-f", *extra, str(path)],
+            [sys.executable, "-m", module, "mount", "-f", *extra, str(path)],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
         )  # fmt: skip
-    m = Mount(path, proc, log)
+    m = cls(path, proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = mounts.find_mount(str(path))
         if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
             return m
         if proc.poll() is not None:
-            raise RuntimeError(f"zramfs daemon exited {proc.returncode}:\n{m.log_text()}")
+            raise cls.failure(f"{module} daemon exited {proc.returncode}:\n{m.log_text()}")
         time.sleep(0.02)
-    _stop(m)
-    raise RuntimeError(f"zramfs did not mount within {timeout} s:\n{m.log_text()}")
+    stop_daemon(m)
+    raise cls.failure(f"{module} did not mount within {timeout} s:\n{m.log_text()}")
 
 
-def _stop(m: Mount) -> None:
-    """Unmount and reap the daemon; never raises."""
+def stop_daemon(m: Mount) -> None:
+    """Unmount (lazily if busy) and reap the daemon, killing it after 15 s;
+    never raises, except to pass on a Ctrl-C / SIGTERM that landed meanwhile."""
     with contextlib.suppress(Exception):
         if mounts.find_mount(str(m.path)) is not None:
             res = mounts.fuse_unmount(str(m.path))
@@ -277,11 +307,11 @@ def mounted(*extra: str, timeout: float = 20.0) -> Iterator[tuple[Mount, Path]]:
     try:
         path = base / "mnt"
         path.mkdir()
-        m = _start(path, extra, timeout)
+        m = start_daemon(Mount, path, *extra, timeout=timeout)
         yield m, base
     finally:
         if m is not None:
-            _stop(m)
+            stop_daemon(m)
         signal.signal(signal.SIGTERM, old)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -344,7 +374,7 @@ def proc_rss(pid: int) -> int:
 def settled_rss(pid: int, settle: float = 0.6) -> int:
     """The lowest VmRSS over ``settle`` seconds: zramfs returns freed request
     buffers to the kernel every 0.2 s, so one reading right after a burst of
-    I/O can be high by a few buffers (as ``tests/conftest.py``'s ``rss()``)."""
+    I/O can be high by a few buffers (daemon._trim_heap)."""
     best = proc_rss(pid)
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline:

@@ -3,7 +3,10 @@
 Modelled on pyfuse3's test harness: the daemon runs as ``python -m zramfs
 mount -f`` in a subprocess, the fixture waits for the mount to appear, and the
 teardown always detaches loop devices backed by the mount, unmounts whatever
-file systems sit on them, then unmounts the tree and reaps the daemon.
+file systems sit on them, then unmounts the tree and reaps the daemon.  The
+starting, unmounting and reaping are ``benchmarks/common.py``'s (one
+implementation for tests and benchmarks); the swaps, file systems and loop
+devices on top are this harness's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import KernelZramUnavailable, kernel_zram0
+from benchmarks.common import (
+    KernelZramUnavailable,
+    Mount,
+    detach_loops_under,
+    kernel_zram0,
+    start_daemon,
+    stop_daemon,
+)
 from zramfs.fs import mounts
 
 
@@ -51,40 +60,20 @@ def run(
 
 
 @dataclass
-class ZramfsMount:
-    """A running daemon and its mount point, with helpers to drive it."""
+class ZramfsMount(Mount):
+    """A running daemon and its mount point, with helpers to drive it.
 
-    path: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
+    `Mount`'s (``sys``, ``image``, ``read_attr``, ``write_attr``, ``mm_stat``,
+    ``io_stat``, ``alive``, ``rss``, ``log_text``...), plus loop devices, file
+    systems and swaps that the teardown undoes.
+    """
+
+    failure = AssertionError
+    short_write = AssertionError
+
     loops: list[str] = field(default_factory=list)
     fs_mounts: list[Path] = field(default_factory=list)
     swaps: list[str] = field(default_factory=list)
-
-    def sys(self, dev: int = 0) -> Path:
-        return self.path / "sys" / "block" / f"zram{dev}"
-
-    def image(self, dev: int = 0) -> Path:
-        return self.path / "dev" / f"zram{dev}"
-
-    def read_attr(self, name: str, dev: int = 0) -> str:
-        return (self.sys(dev) / name).read_text()
-
-    def write_attr(self, name: str, value: str | bytes, dev: int = 0) -> None:
-        """One write(2) of the whole buffer, like ``echo`` (raises OSError)."""
-        data = value.encode() if isinstance(value, str) else value
-        fd = os.open(self.sys(dev) / name, os.O_WRONLY)
-        try:
-            n = os.write(fd, data)
-            assert n == len(data)
-        finally:
-            os.close(fd)
-
-    def mm_stat(self, dev: int = 0) -> list[int]:
-        return [int(x) for x in self.read_attr("mm_stat", dev).split()]
-
-    def io_stat(self, dev: int = 0) -> list[int]:
-        return [int(x) for x in self.read_attr("io_stat", dev).split()]
 
     def losetup(self, dev: int = 0, direct_io: bool = True) -> str:
         args = ["losetup", "-f", "--show"]
@@ -126,89 +115,27 @@ class ZramfsMount:
         run("swapoff", device)
         self.swaps.remove(device)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def rss(self, settle: float = 0.6) -> int:
-        """The daemon's steady resident memory in bytes (VmRSS).
-
-        The daemon returns freed request buffers to the kernel every 0.2 s
-        (daemon._trim_heap), so a reading right after a burst of I/O can be
-        high by up to a few request buffers: take the lowest of readings over
-        ``settle`` seconds.
-        """
-        best = self._vmrss()
-        deadline = time.monotonic() + settle
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            best = min(best, self._vmrss())
-        return best
-
-    def _vmrss(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError(f"no VmRSS for daemon {self.proc.pid}")
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text()
-        except OSError:
-            return ""
-
 
 def start_mount(
     path: Path, *extra: str, timeout: float = 20.0, module: str = "zramfs"
 ) -> ZramfsMount:
-    """``python -m MODULE mount -f EXTRA... PATH``; returns once it is mounted.
+    """``python -m MODULE mount -f EXTRA... PATH``; returns once it is mounted
+    (`start_daemon`; a failed start is an AssertionError with the daemon's log).
 
     ``module`` is the daemon's entry point: ``zramfs``, or a test wrapper
     with the same CLI (``zramfs.backends.faulty``).
     """
-    log = path.parent / (path.name + ".log")
-    logf = open(log, "wb")  # noqa: SIM115 - owned by the daemon process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "mount", "-f", *extra, str(path)],
-        stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-    )  # fmt: skip
-    logf.close()
-    m = ZramfsMount(path, proc, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = mounts.find_mount(str(path))
-        if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
-            return m
-        if proc.poll() is not None:
-            raise AssertionError(f"{module} daemon exited {proc.returncode}:\n{m.log_text()}")
-        time.sleep(0.02)
-    stop_mount(m)
-    raise AssertionError(f"{module} did not mount within {timeout}s:\n{m.log_text()}")
+    return start_daemon(ZramfsMount, path, *extra, timeout=timeout, module=module)
 
 
 def stop_mount(m: ZramfsMount) -> None:
-    """Tear everything down, outermost first; never raises."""
+    """Tear everything down, outermost first; never raises (but passes on a Ctrl-C)."""
     for sw in reversed(m.swaps):
         subprocess.run(["swapoff", sw], capture_output=True, check=False)
     for target in reversed(m.fs_mounts):
         subprocess.run(["umount", str(target)], capture_output=True, check=False)
-    # Any loop device backed by this mount, whoever attached it.
-    for a in mounts.loops_under(str(m.path)):
-        subprocess.run(["losetup", "-d", a.loop], capture_output=True, check=False)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and mounts.loops_under(str(m.path)):
-        time.sleep(0.05)
-    if mounts.find_mount(str(m.path)) is not None:
-        res = mounts.fuse_unmount(str(m.path))
-        if res.returncode != 0:
-            mounts.fuse_unmount(str(m.path), lazy=True)
-    try:
-        m.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        m.proc.kill()
-        m.proc.wait(timeout=5)
-        with contextlib.suppress(Exception):
-            mounts.fuse_unmount(str(m.path), lazy=True)
+    detach_loops_under(m.path)  # any loop device backed by this mount, whoever attached it
+    stop_daemon(m)
 
 
 @pytest.fixture

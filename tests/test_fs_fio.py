@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import mmap
 import os
 import random
@@ -23,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ZramfsMount, needs_fuse, needs_loop, run
+from tests import fioutil
+from tests.conftest import ZramfsMount, needs_fuse, needs_loop
+from tests.fioutil import Opts
 
 pytestmark = [
     needs_fuse,
@@ -36,38 +37,13 @@ JOB_SIZE = 64 * MiB
 NJOBS = 2
 
 
-Opts = dict[str, str | int]
-
-
 def fio(tmp: Path, loop: str, name: str, opts: Opts, *, check: bool = True) -> Any:
     """Run two non-overlapping jobs on ``loop``; returns the parsed JSON report."""
-    base: dict[str, str | int] = {
-        "filename": loop,
-        "ioengine": "libaio",
-        "direct": 1,
-        "iodepth": 8,
-        "size": JOB_SIZE,
-        "verify": "crc32c",
-        "verify_fatal": 1,
-        "runtime": 60,  # a bound, not a target: the jobs end after `size`
-        "verify_state_save": 0,  # else fio drops local-*-verify.state files in the cwd
-    }
-    base.update(opts)
-    lines = ["[global]", *(f"{k}={v}" for k, v in base.items())]
-    for j in range(NJOBS):
-        lines += [f"[{name}{j}]", f"offset={j * JOB_SIZE}"]
-    jobfile = tmp / f"{name}.fio"
-    jobfile.write_text("\n".join(lines) + "\n")
-    out = tmp / f"{name}.json"
-    res = run("fio", "--output-format=json", f"--output={out}", str(jobfile), check=False)
-    text = out.read_text() if out.exists() else ""
-    if check:
-        assert res.returncode == 0, f"fio exited {res.returncode}:\n{res.stderr}\n{text[-4000:]}"
-    # fio may print warnings before the JSON document.
-    report = json.loads(text[text.index("{") :]) if "{" in text else {}
-    report["_rc"] = res.returncode
-    report["_stderr"] = res.stderr
-    return report
+    # runtime: a bound, not a target (the jobs end after `size`); a fio still
+    # running after 240 s is stuck I/O, killed before pytest's 300 s timeout.
+    glob: Opts = {"size": JOB_SIZE, "runtime": 60, **opts}
+    jobs: list[Opts] = [{"offset": j * JOB_SIZE} for j in range(NJOBS)]
+    return fioutil.run(fioutil.jobfile(tmp, name, loop, glob, jobs), 240, check=check)
 
 
 def assert_clean(report: Any, *, min_read: int) -> None:

@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import mmap
 import os
 import random
 import shutil
 import struct
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -57,7 +55,9 @@ from typing import Any
 
 import pytest
 
+from tests import fioutil
 from tests.conftest import ZramfsMount, needs_fuse, needs_loop, run
+from tests.fioutil import Opts
 
 SOAK_SECONDS = int(os.environ.get("ZRAMFS_SOAK_SECONDS", "90"))
 WATCHDOG_S = 5.0
@@ -86,60 +86,19 @@ BLKDISCARD = 0x1277  # _IO(0x12, 119)
 # fio
 
 
-def fio_jobfile(tmp: Path, loop: str, name: str, opts: dict[str, str | int]) -> Path:
-    base: dict[str, str | int] = {
-        "filename": loop,
-        "ioengine": "libaio",
-        "direct": 1,
-        "iodepth": 8,
+def fio_jobfile(tmp: Path, loop: str, name: str, opts: Opts) -> Path:
+    """The four regions, each with its own compressibility, fresh buffers for every write."""
+    glob: Opts = {
         "size": JOB_SIZE,
-        "verify": "crc32c",
         "verify_interval": PAGE,  # a header in every page: the final pass checks them all
-        "verify_fatal": 1,
-        "verify_state_save": 0,
         "refill_buffers": 1,
+        **opts,
     }
-    base.update(opts)
-    lines = ["[global]", *(f"{k}={v}" for k, v in base.items())]
-    for j in range(NJOBS):
-        lines += [
-            f"[{name}{j}]",
-            f"offset={j * JOB_SIZE}",
-            f"buffer_compress_percentage={COMPRESS_PERCENT[j]}",
-        ]
-    path = tmp / f"{name}.fio"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def fio_start(tmp: Path, jobfile: Path) -> tuple[subprocess.Popen[str], Path]:
-    out = tmp / (jobfile.stem + ".json")
-    proc = subprocess.Popen(
-        ["fio", "--output-format=json", f"--output={out}", str(jobfile)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp,
-    )  # fmt: skip
-    return proc, out
-
-
-def fio_finish(proc: subprocess.Popen[str], out: Path, timeout: float) -> Any:
-    """Wait (bounded: a hung fio is a deadlock), then parse and check the report."""
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError(f"fio still running after {timeout:.0f} s: I/O is stuck") from None
-    text = out.read_text() if out.exists() else ""
-    assert proc.returncode == 0, f"fio exited {proc.returncode}:\n{err}\n{text[-4000:]}"
-    report = json.loads(text[text.index("{") :])
-    for job in report["jobs"]:
-        assert job["error"] == 0, (job["jobname"], job["error"], err)
-    return report
-
-
-def fio_run(tmp: Path, loop: str, name: str, opts: dict[str, str | int], timeout: float) -> Any:
-    proc, out = fio_start(tmp, fio_jobfile(tmp, loop, name, opts))
-    return fio_finish(proc, out, timeout)
+    jobs: list[Opts] = [
+        {"offset": j * JOB_SIZE, "buffer_compress_percentage": COMPRESS_PERCENT[j]}
+        for j in range(NJOBS)
+    ]
+    return fioutil.jobfile(tmp, name, loop, glob, jobs)
 
 
 @dataclass
@@ -467,13 +426,15 @@ def test_soak_fio_verify_under_control_file_load(
     t_start = time.monotonic()
 
     # 1. Every page of the fio regions gets a verify header (verified fill).
-    fill = fio_run(tmp_path, loop, "fill", {"rw": "write", "bs": "128k", "do_verify": 1}, 600)
+    fill = fioutil.run(
+        fio_jobfile(tmp_path, loop, "fill", {"rw": "write", "bs": "128k", "do_verify": 1}), 600
+    )
     figures.add("fill", fill)
 
     # 2. The soak: fio randrw + verify while three threads hammer.
     seed = int(os.environ.get("ZRAMFS_SOAK_SEED", str(random.randrange(1 << 30))))
     hammer = Hammer(m, loop, seed)
-    soak_opts: dict[str, str | int] = {
+    soak_opts: Opts = {
         "rw": "randrw",
         "bssplit": "4k/35:16k/25:64k/20:128k/20",
         "time_based": 1,
@@ -481,16 +442,16 @@ def test_soak_fio_verify_under_control_file_load(
         "do_verify": 1,
         "verify_backlog": 32,
     }
-    proc, out = fio_start(tmp_path, fio_jobfile(tmp_path, loop, "soak", soak_opts))
+    proc, out = fioutil.start(fio_jobfile(tmp_path, loop, "soak", soak_opts))
     hammer.start()
     try:
-        soak = fio_finish(proc, out, SOAK_SECONDS + 180)
+        soak = fioutil.finish(proc, out, SOAK_SECONDS + 180)
     finally:
         hammer.finish(60)
     figures.add("soak", soak)
 
     # 3. Read everything back: fio checks every page's header and crc32c ...
-    final = fio_run(tmp_path, loop, "final", {"rw": "read", "bs": "128k"}, 600)
+    final = fioutil.run(fio_jobfile(tmp_path, loop, "final", {"rw": "read", "bs": "128k"}), 600)
     figures.add("final", final)
     assert figures.nbytes["final"] == NJOBS * JOB_SIZE
     # ... and the discard region equals its model, read through the image.
