@@ -33,6 +33,23 @@ def proc_swaps() -> dict[str, list[str]]:
     return {parts[0]: parts[1:] for parts in (line.split() for line in lines)}
 
 
+def swapouts() -> int:
+    """Pages the kernel has swapped out since boot, system-wide (``pswpout``).
+
+    Machines like this one run a DAMON ``pageout`` scheme (a kdamond doing
+    proactive reclaim of pages idle for about a second): once a swap device
+    exists, cold pages of any process may be paged out to it at any moment
+    (CI once saw 46 and 577 such pages land on these tests' swaps).  A test
+    that counts what its own swap holds allows for exactly the pages swapped
+    out meanwhile; with no swap-out, the exact figure is required.
+    """
+    with open("/proc/vmstat") as f:
+        for line in f:
+            if line.startswith("pswpout "):
+                return int(line.split()[1])
+    raise AssertionError("no pswpout in /proc/vmstat")
+
+
 def test_swapon_discard_and_reset(zmount: ZramfsMount) -> None:
     m = zmount
     m.write_attr("disksize", "64M")
@@ -42,6 +59,7 @@ def test_swapon_discard_and_reset(zmount: ZramfsMount) -> None:
     with open(loop, "rb") as f:
         header = f.read(PAGE)
     assert header[-10:] == b"SWAPSPACE2"
+    out0 = swapouts()
     m.swapon(loop, "--discard", "-p", str(PRIO))
 
     entry = proc_swaps().get(loop)
@@ -49,7 +67,7 @@ def test_swapon_discard_and_reset(zmount: ZramfsMount) -> None:
     kind, size_kib, used_kib, prio = entry
     assert kind == "partition"
     assert int(size_kib) == 64 * 1024 - PAGE // 1024  # all but the header page
-    assert int(used_kib) == 0
+    assert int(used_kib) <= (swapouts() - out0) * PAGE // 1024  # 0 unless foreign pages
     assert int(prio) == PRIO
     show = run("swapon", "--show=NAME,PRIO", "--noheadings", "--raw").stdout
     assert f"{loop} {PRIO}" in show.splitlines(), show
@@ -57,7 +75,8 @@ def test_swapon_discard_and_reset(zmount: ZramfsMount) -> None:
     # loop → fallocate(PUNCH_HOLE) → notify_free.  The header survived.
     assert m.io_stat()[NOTIFY_FREE] >= 64 * MiB // PAGE - 1
     mm = m.mm_stat()
-    assert mm[0] == PAGE, mm  # only the header page is stored
+    foreign = swapouts() - out0
+    assert PAGE <= mm[0] <= PAGE + foreign * PAGE, (mm, foreign)  # only the header page
 
     # The image is held: reset, hot_remove and disksize refuse.
     for attr, value in (("reset", "1"), ("disksize", "32M")):
@@ -174,10 +193,13 @@ def test_swapon_discard_of_a_big_fresh_device_is_cheap(zmount: ZramfsMount) -> N
     loop = m.losetup()
     run("mkswap", loop)
     before = m.rss()
+    out0 = swapouts()
     t0 = time.monotonic()
     m.swapon(loop, "--discard")
     took = time.monotonic() - t0
     grown = m.rss() - before
     m.swapoff(loop)
-    assert m.mm_stat()[0] == PAGE
-    assert grown < 2 * MiB, f"daemon grew {grown / MiB:.1f} MiB discarding 4 GiB ({took:.1f} s)"
+    foreign = swapouts() - out0  # pages the system swapped out meanwhile (see swapouts)
+    assert PAGE <= m.mm_stat()[0] <= PAGE + foreign * PAGE, (m.mm_stat(), foreign)
+    limit = 2 * MiB + foreign * PAGE
+    assert grown < limit, f"daemon grew {grown / MiB:.1f} MiB discarding 4 GiB ({took:.1f} s)"
