@@ -29,23 +29,20 @@ import argparse
 import contextlib
 import errno
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import cast
 
 import pyfuse3
 import trio
 
-from benchmarks.common import parse_size
+from benchmarks.common import parse_size, scratch_mountpoint, wait_for_mount
 from zramfs.fs import mounts
 
 ROOT_INODE = pyfuse3.ROOT_INODE  # 1
@@ -263,10 +260,6 @@ class BareMount:
             return ""
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _stop(m: BareMount) -> None:
     """SIGTERM the daemon (it unmounts itself) and reap it.  Raises nothing but
     an interrupt (Ctrl-C during the wait), and even then leaves no daemon and
@@ -298,13 +291,8 @@ def bare_mounted(size: int, timeout: float = 20.0) -> Iterator[BareMount]:
     afterwards (also on SIGTERM, turned into SystemExit meanwhile).  Loop
     devices on the image must be detached by the caller first.
     """
-    base = Path(tempfile.mkdtemp(prefix="zramfs-bare-"))
-    old = signal.signal(signal.SIGTERM, _raise_exit)
-    m: BareMount | None = None
-    try:
-        path = base / "mnt"
-        path.mkdir()
-        log = base / "mnt.log"
+    with scratch_mountpoint("zramfs-bare-") as path:
+        log = path.parent / "mnt.log"
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.bare_fs", "--size", str(size), str(path)],
@@ -314,24 +302,13 @@ def bare_mounted(size: int, timeout: float = 20.0) -> Iterator[BareMount]:
                 start_new_session=True,
             )  # fmt: skip
         m = BareMount(path, proc, log)
-        deadline = time.monotonic() + timeout
-        while True:
-            found = mounts.find_mount(str(path))
-            if found is not None and found.fstype == FSTYPE and m.image().exists():
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"bare_fs exited {proc.returncode}:\n{m.log_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bare_fs did not mount within {timeout} s:\n{m.log_text()}")
-            time.sleep(0.02)
-        yield m
-    finally:
         try:
-            if m is not None:
-                _stop(m)
+            why = wait_for_mount(path, proc, FSTYPE, m.image(), timeout)
+            if why is not None:
+                raise RuntimeError(f"bare_fs {why}:\n{m.log_text()}")
+            yield m
         finally:
-            signal.signal(signal.SIGTERM, old)
-            shutil.rmtree(base, ignore_errors=True)
+            _stop(m)
 
 
 if __name__ == "__main__":

@@ -254,16 +254,28 @@ def start_daemon(
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
         )  # fmt: skip
     m = cls(path, proc, log)
+    why = wait_for_mount(path, proc, mounts.FSTYPE, path / "dev", timeout)
+    if why is None:
+        return m
+    if proc.poll() is None:
+        stop_daemon(m)
+    raise cls.failure(f"{module} {why}:\n{m.log_text()}")
+
+
+def wait_for_mount(
+    path: Path, proc: subprocess.Popen[bytes], fstype: str, ready: Path, timeout: float
+) -> str | None:
+    """Poll until ``path`` is a ``fstype`` mount and ``ready`` exists: None;
+    or why not ("daemon exited N", "did not mount within T s")."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = mounts.find_mount(str(path))
-        if found is not None and found.fstype == mounts.FSTYPE and (path / "dev").exists():
-            return m
+        if found is not None and found.fstype == fstype and ready.exists():
+            return None
         if proc.poll() is not None:
-            raise cls.failure(f"{module} daemon exited {proc.returncode}:\n{m.log_text()}")
+            return f"daemon exited {proc.returncode}"
         time.sleep(0.02)
-    stop_daemon(m)
-    raise cls.failure(f"{module} did not mount within {timeout} s:\n{m.log_text()}")
+    return f"did not mount within {timeout} s"
 
 
 def stop_daemon(m: Mount) -> None:
@@ -289,8 +301,25 @@ def stop_daemon(m: Mount) -> None:
             raise
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
+def raise_exit(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM handler: SystemExit, so that ``finally`` teardowns run."""
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def scratch_mountpoint(prefix: str) -> Iterator[Path]:
+    """``TMP/mnt`` in a new temporary directory ``TMP``, removed with all in it
+    afterwards; SIGTERM is turned into SystemExit meanwhile so that the
+    caller's teardown (stopping its daemon) runs."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    old = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        path = base / "mnt"
+        path.mkdir()
+        yield path
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -298,22 +327,15 @@ def mounted(*extra: str, timeout: float = 20.0) -> Iterator[tuple[Mount, Path]]:
     """A fresh mount in a new temporary directory: ``(mount, scratch dir)``.
 
     The scratch directory (for backing files, dictionaries...) is the mount
-    point's parent; it is removed with everything in it afterwards.  SIGTERM
-    is turned into SystemExit meanwhile so that the teardown runs.
+    point's parent; it is removed with everything in it afterwards
+    (`scratch_mountpoint`).
     """
-    base = Path(tempfile.mkdtemp(prefix="zramfs-bench-"))
-    old = signal.signal(signal.SIGTERM, _raise_exit)
-    m: Mount | None = None
-    try:
-        path = base / "mnt"
-        path.mkdir()
+    with scratch_mountpoint("zramfs-bench-") as path:
         m = start_daemon(Mount, path, *extra, timeout=timeout)
-        yield m, base
-    finally:
-        if m is not None:
+        try:
+            yield m, path.parent
+        finally:
             stop_daemon(m)
-        signal.signal(signal.SIGTERM, old)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- loop devices

@@ -280,28 +280,24 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         h = self.handles.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if h.dev is not None and self.registry.get(h.dev.id) is not h.dev:
+        if h.dev is not None and self._devices.get(h.dev.id) is not h.dev:
             # Opened before hot_remove: kernfs answers ENODEV once the kobject
             # is gone (a store must not re-initialize the removed device).
             raise pyfuse3.FUSEError(errno.ENODEV)
         return h
 
-    # read and write: `_guard` and `_handle` inlined (one coroutine frame and
-    # two calls less per 4 KiB request; docs/profile.md, "4 KiB requests").
+    # read and write: the image of a live device is served first, with
+    # `_guard` and `_handle` inlined (one coroutine frame and two calls less
+    # per 4 KiB request; docs/profile.md, "4 KiB requests"); everything else,
+    # errors included, goes through `_handle` as in the other handlers.
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         try:
             h = self.handles.get(fh)
-            if h is None:
-                raise pyfuse3.FUSEError(errno.EBADF)
-            dev = h.image
-            if dev is not None:
-                if self._devices.get(dev.id) is not dev:
-                    raise pyfuse3.FUSEError(errno.ENODEV)  # as `_handle`
+            dev = None if h is None else h.image
+            if dev is not None and self._devices.get(dev.id) is dev:
                 return await dev.read(off, size)
-            dev = h.dev
-            if dev is not None and self._devices.get(dev.id) is not dev:
-                raise pyfuse3.FUSEError(errno.ENODEV)
+            h = self._handle(fh)  # EBADF; ENODEV, also for a removed device's image
             if off == 0 or h.snapshot is None:
                 h.snapshot = await self._show(h)
             return h.snapshot[off : off + size]
@@ -320,16 +316,11 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         try:
             h = self.handles.get(fh)
-            if h is None:
-                raise pyfuse3.FUSEError(errno.EBADF)
-            dev = h.image
-            if dev is not None:
-                if self._devices.get(dev.id) is not dev:
-                    raise pyfuse3.FUSEError(errno.ENODEV)  # as `_handle`
+            dev = None if h is None else h.image
+            if dev is not None and self._devices.get(dev.id) is dev:
                 return await dev.write(off, buf)
+            h = self._handle(fh)  # EBADF; ENODEV, also for a removed device's image
             dev = h.dev
-            if dev is not None and self._devices.get(dev.id) is not dev:
-                raise pyfuse3.FUSEError(errno.ENODEV)
             kind = h.node.kind
             if len(buf) > SYSFS_WRITE_MAX:
                 raise pyfuse3.FUSEError(errno.E2BIG)
