@@ -518,3 +518,48 @@ def test_brotli_stream_longer_than_dst_len_is_eio_even_if_output_stops_there() -
 def test_corrupt_page_error_names_the_algorithm() -> None:
     err = expect_errno(errno.EIO, create_codec("lz4").decompress, b"\xff" * 10)
     assert "lz4" in str(err)
+
+
+# --------------------------------------------------------------------------- zstd batches
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 37, 256])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_zstd_batches_split_over_threads_equal_page_by_page(count: int, threads: int) -> None:
+    """`compress_pages` / `decompress_pages` give `compress` / `decompress`
+    of every page, in order, however the batch is split (the first part on
+    the caller, the rest on the sidecar threads)."""
+    codec = create_codec("zstd")
+    pool = (list(text_pages()) + list(binary_pages()) + special_pages()) * 4
+    pages = pool[:count]
+    assert len(pages) == count
+    data = b"\xa5" * 100 + b"".join(pages)  # batches need not start at 0
+    frames = codec.compress_pages(data, 100, count, threads)  # type: ignore[attr-defined]
+    assert [bytes(f) for f in frames] == [codec.compress(p) for p in pages]
+    back = codec.decompress_pages([bytes(f) for f in frames], threads)  # type: ignore[attr-defined]
+    assert [bytes(b) for b in back] == pages
+
+
+def test_zstd_split_batch_with_a_corrupt_page_is_eio_and_the_sidecar_recovers() -> None:
+    codec = create_codec("zstd")
+    pages = list(text_pages()[:40])
+    blobs = [codec.compress(p) for p in pages]
+    for bad in (3, 35):  # in the caller's part, then in the sidecar's
+        broken = list(blobs)
+        broken[bad] = blobs[bad][:6] + b"\xff" * (len(blobs[bad]) - 6)
+        expect_errno(errno.EIO, codec.decompress_pages, broken, 2)  # type: ignore[attr-defined]
+    back = codec.decompress_pages(blobs, 2)  # type: ignore[attr-defined]
+    assert [bytes(b) for b in back] == pages
+
+
+def test_zstd_batch_parts_cover_the_batch_evenly() -> None:
+    from zramfs.backends import zstd as zmod
+
+    for count in range(0, 40):
+        for threads in range(1, 5):
+            parts = zmod._parts(count, threads)
+            assert sum(n for _, n in parts) == count
+            assert [a for a, _ in parts] == [sum(n for _, n in parts[:i]) for i in range(len(parts))]
+            assert 1 <= len(parts) <= max(1, min(threads, zmod._CPUS))
+            sizes = [n for _, n in parts]
+            assert max(sizes) - min(sizes) <= 1

@@ -1354,3 +1354,33 @@ async def test_offload_decision_is_measured_per_codec() -> None:
     finally:
         device_mod._offload_stats.clear()
         device_mod._offload_stats.update(saved)
+
+
+@pytest.mark.parametrize("split", [0, 1])
+async def test_zstd_long_reads_one_or_two_threads_give_the_data(split: int) -> None:
+    """A read of >= JOIN_SPLIT_MIN_PAGES stored pages takes zstd's batch
+    decompression, on one thread or split with the sidecar (forced both
+    ways through `_par_stats`); huge pages among them.  (A same-filled
+    page among them sends the request page by page.)"""
+    from zramfs.core import device as device_mod
+
+    n = device_mod.JOIN_SPLIT_MIN_PAGES + 37
+    pages = [rand_page(k) if k % 10 == 3 else text(k, PAGE) for k in range(n)]
+    data = b"".join(pages)
+    dev = await new_dev(b"2M", alg=b"zstd")
+    await dev.write(0, data)
+    key = ("r", "zstd", 3)
+    saved = device_mod._par_stats.get(key)
+    try:
+        # [one-thread ns/page, split ns/page, batches seen, decision]: make
+        # the wanted way the cheaper one, away from an exploration batch.
+        device_mod._par_stats[key] = [1000, 500, 1, 0] if split else [500, 1000, 1, 0]
+        assert await dev.read(0, len(data)) == data
+        assert device_mod._par_stats[key][3] == split
+        assert await dev.read(PAGE, len(data) - PAGE) == data[PAGE:]
+    finally:
+        if saved is None:
+            device_mod._par_stats.pop(key, None)
+        else:
+            device_mod._par_stats[key] = saved
+    await dev.reset()
