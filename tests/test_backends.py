@@ -559,7 +559,8 @@ def test_zstd_batch_parts_cover_the_batch_evenly() -> None:
         for threads in range(1, 5):
             parts = zmod._parts(count, threads)
             assert sum(n for _, n in parts) == count
-            assert [a for a, _ in parts] == [sum(n for _, n in parts[:i]) for i in range(len(parts))]
+            starts = [sum(n for _, n in parts[:i]) for i in range(len(parts))]
+            assert [a for a, _ in parts] == starts
             assert 1 <= len(parts) <= max(1, min(threads, zmod._CPUS))
             sizes = [n for _, n in parts]
             assert max(sizes) - min(sizes) <= 1
