@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sysconfig
 import threading
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -712,3 +713,119 @@ def test_gather_errors_name_the_place() -> None:
     # Every view acquired was released, on the error paths too.
     bad += b"x"
     assert zp.lz4_decompress_gather([], [], [], [], [], 1) == b""
+
+
+# ------------------------------------------------------------------ read_slots
+
+# A layout like the device's: size in bits 0..12, SAME bit 13, slow bits
+# 14..15, keep clears the ac_time bits 40..63; handles (seg << 23 | off << 1 | 1).
+_SIZE, _SAME, _SLOW = (1 << 13) - 1, 1 << 13, 3 << 14
+_KEEP = (1 << 40) - 1
+_LAYOUT = (_SLOW, _SIZE, _SAME, _KEEP, 23, (1 << 22) - 1)
+
+
+def _slot_table(
+    views: list[memoryview], segs: list[int], offs: list[int], sizes: list[int]
+) -> tuple[array[int], array[int]]:
+    attr = array("Q", [n | (7 << 40) | (1 << 20) for n in sizes])  # old ac_time 7, a kept bit
+    handle = array("Q", [(s << 23) | (o << 1) | 1 for s, o in zip(segs, offs, strict=True)])
+    return attr, handle
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_read_slots_equals_gather_and_stamps_held_slots(threads: int) -> None:
+    src = realistic_data(1 << 20)[: 200 * PAGE]
+    src = src[:PAGE] + random.Random(3).randbytes(PAGE) + src[2 * PAGE :]
+    views, segs, offs, sizes = _pool_like(src, 200)
+    attr, handle = _slot_table(views, segs, offs, sizes)
+    attr[5] = 0  # an empty slot: zeros, not stamped
+    handle[5] = 10**12
+    word = 0x0102030405060708
+    attr[7], handle[7] = _SAME | (1 << 20), word  # same-filled: its word repeated
+    gsizes = [0 if k in (5, 7) else n for k, n in enumerate(sizes)]
+    want = zp.lz4_decompress_gather(views, segs, offs, gsizes, [(7, word)], 1)
+    before = attr.tolist()
+    now = 99 << 40
+    got = zp.lz4_read_slots(views, attr, handle, 0, 200, _LAYOUT, now, threads)
+    assert type(got) is bytes and got == want
+    assert got[7 * PAGE : 8 * PAGE] == word.to_bytes(8, "little") * (PAGE // 8)
+    for k, (a, b) in enumerate(zip(before, attr, strict=True)):
+        assert b == (a if k == 5 else (a & _KEEP) | now), k
+    # A window of the table, offsets inside it.
+    part = zp.lz4_read_slots(views, attr, handle, 3, 9, _LAYOUT, now, threads)
+    assert part == want[3 * PAGE : 9 * PAGE]
+    assert zp.lz4_read_slots(views, attr, handle, 4, 4, _LAYOUT, now, threads) == b""
+
+
+def test_read_slots_slow_slot_is_none_and_changes_nothing() -> None:
+    src = realistic_data(1 << 20)[: 16 * PAGE]
+    views, segs, offs, sizes = _pool_like(src, 16)
+    attr, handle = _slot_table(views, segs, offs, sizes)
+    attr[9] |= 1 << 15
+    before = attr.tolist()
+    assert zp.lz4_read_slots(views, attr, handle, 0, 16, _LAYOUT, 5 << 40, 1) is None
+    assert attr.tolist() == before
+    # Outside the slow slot's range it reads.
+    assert zp.lz4_read_slots(views, attr, handle, 0, 9, _LAYOUT, 5 << 40, 1) == src[: 9 * PAGE]
+
+
+def test_read_slots_errors_change_nothing() -> None:
+    src = realistic_data(1 << 20)[: 16 * PAGE]
+    views, segs, offs, sizes = _pool_like(src, 16)
+    attr, handle = _slot_table(views, segs, offs, sizes)
+    before = attr.tolist()
+
+    def call(
+        attr: object = attr, handle: object = handle, first: int = 0, stop: int = 16, **kw: object
+    ) -> bytes | None:
+        views_ = kw.get("views", views)
+        layout = kw.get("layout", _LAYOUT)
+        threads = kw.get("threads", 1)
+        return zp.lz4_read_slots(views_, attr, handle, first, stop, layout, 1 << 40, threads)  # type: ignore[arg-type]
+
+    def with_handle(k: int, h: int) -> array[int]:
+        hs = array("Q", handle)
+        hs[k] = h
+        return hs
+
+    def with_attr(k: int, a: int) -> array[int]:
+        at = array("Q", attr)
+        at[k] = a
+        return at
+
+    with pytest.raises(ValueError, match="outside the table"):
+        call(stop=17)
+    with pytest.raises(ValueError, match="outside the table"):
+        call(first=3, stop=2)
+    with pytest.raises(ValueError, match="outside the table"):
+        call(first=-1)
+    with pytest.raises(ValueError, match="outside the table"):
+        call(handle=array("Q", handle[:8]))
+    with pytest.raises(ValueError, match="whole uint64 words"):
+        call(attr=bytearray(attr.tobytes() + b"x"))
+    with pytest.raises(BufferError, match="not writable"):
+        call(attr=attr.tobytes())
+    with pytest.raises(ValueError, match="slot 2: view 9: no such view"):
+        call(handle=with_handle(2, (9 << 23) | 1))
+    with pytest.raises(ValueError, match="slot 4: .* outside view"):
+        call(handle=with_handle(4, (segs[4] << 23) | ((len(views[segs[4]]) - 1) << 1) | 1))
+    with pytest.raises(ValueError, match="slot 1: size 4097"):
+        call(attr=with_attr(1, PAGE + 1))
+    with pytest.raises(TypeError, match="layout"):
+        call(layout=_LAYOUT[:5])
+    with pytest.raises(ValueError, match="seg_shift"):
+        call(layout=(*_LAYOUT[:4], 64, _LAYOUT[5]))
+    with pytest.raises(ValueError, match="threads"):
+        call(threads=0)
+    with pytest.raises(TypeError):
+        call(views=[views[0], 3])
+    bad = bytearray(views[0])
+    k = next(i for i in range(0, 16, 2) if 0 < sizes[i] < PAGE)
+    bad[offs[k] : offs[k] + sizes[k]] = b"\xff" * sizes[k]
+    with pytest.raises(ValueError, match=rf"page {k}: corrupt block"):
+        call(views=[bad, views[1]], threads=2)
+    # Nothing stamped by a failed call; every buffer released (resizable again).
+    assert attr.tolist() == before
+    attr.append(0)
+    handle.append(0)
+    bad += b"x"

@@ -47,6 +47,23 @@ def lz4_decompress_gather(
     (a size-0 page's place is not read), then every ``(k, word)`` of ``fills``
     makes page k that 8-byte word repeated; GIL released."""
 
+def lz4_read_slots(
+    views: Sequence[Buffer],
+    attr: Buffer,
+    handle: Buffer,
+    first: int,
+    stop: int,
+    layout: tuple[int, int, int, int, int, int],
+    now: int,
+    threads: int,
+    /,
+) -> bytes | None:
+    """``lz4_decompress_gather`` of slots ``first..stop-1`` of a slot table
+    (uint64 ``attr``/``handle`` buffers) decoded in C with ``layout`` =
+    (slow, size_mask, same, keep, seg_shift, off_mask): None if a slot has a
+    ``slow`` bit, else the pages, and each slot holding one stamped
+    ``attr = attr & keep | now``; GIL released."""
+
 def lz4_decompress_page(obj: Buffer, /) -> bytes:
     """One LZ4 block back to exactly 4096 bytes, or ValueError; keeps the GIL."""
 

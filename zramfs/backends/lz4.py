@@ -109,6 +109,7 @@ class Lz4Codec:
         "batch_parallel",
         "decompress_page",
         "decompress_gather",
+        "decompress_slots",
     )
 
     def __init__(self, params: AlgoParams = DEFAULT_PARAMS) -> None:
@@ -135,12 +136,14 @@ class Lz4Codec:
         self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
         self.decompress_page: Callable[[Buffer], bytes] | None = None
         self.decompress_gather: Callable[..., bytes] | None = None
+        self.decompress_slots: Callable[..., bytes | None] | None = None
         if fast:
             assert _zp is not None
             hc = mode["mode"] == "high_compression"
             self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
             self.decompress_page = _zp.lz4_decompress_page
             self.decompress_gather = _zp.lz4_decompress_gather
+            self.decompress_slots = _zp.lz4_read_slots
             if not hc and level == DEFAULT_ACCELERATION:
                 # The same blocks, without python-lz4's keyword parsing.
                 self.compress = _zp.lz4_compress_page

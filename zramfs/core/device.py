@@ -115,6 +115,8 @@ _READ_SLOW = LOCK_MASK | WB | SAME | PRIO_MASK
 _JOIN_SLOW = LOCK_MASK | WB | PRIO_MASK
 # mark_slot_accessed() keeps everything but IDLE, PP_SLOT and the old ac_time.
 _KEEP = ~(IDLE | PP_SLOT | ACTIME_MASK) & ((1 << 64) - 1)
+# A codec's ``decompress_slots`` reads the slot words itself: their layout.
+_LAYOUT = (_JOIN_SLOW, SIZE_MASK, SAME, _KEEP, HANDLE_SEG_SHIFT, HANDLE_OFF_MASK)
 
 # Compression is moved to worker threads when a batch is expected to take at
 # least this long inline: below it the thread hop (60–150 µs measured here)
@@ -496,10 +498,23 @@ class ZramDevice:
         needs the general path (locked, written back, recompressed).  No
         ``await``: the pool views cannot change under it.
         """
+        n = stop - first
+        slots = getattr(comp, "decompress_slots", None)
+        if slots is not None:
+            # The whole of the below in C, slot words read and stamped there.
+            if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES:
+                return slots(self._views, table.attr, table.handle, first, stop, _LAYOUT, now, 1)  # type: ignore[no-any-return]
+            st = _split_pays("r", comp)
+            t0 = _perf_ns()
+            whole = slots(
+                self._views, table.attr, table.handle, first, stop, _LAYOUT, now, 1 + st[3]
+            )
+            if whole is not None:
+                _split_learn(st, _perf_ns() - t0, n)
+            return whole  # type: ignore[no-any-return]
         attrs = table.attr[first:stop].tolist()
         if any(map(_and, attrs, _repeat(_JOIN_SLOW))):
             return None
-        n = stop - first
         sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
         hs = table.handle[first:stop].tolist()
         # A same-filled slot's "handle" is its word (its size is 0, so the C
