@@ -202,7 +202,12 @@ def test_suite_without_accelerator() -> None:
     """The device and backend tests, again with ``ZRAMFS_NO_ACCEL=1``: the
     pure-Python paths a build without the C module runs."""
     env = dict(os.environ, ZRAMFS_NO_ACCEL="1")
-    tests = ["tests/test_device.py", "tests/test_device_model.py", "tests/test_backends.py"]
+    tests = [
+        "tests/test_device.py",
+        "tests/test_device_model.py",
+        "tests/test_backends.py",
+        "tests/test_zsmalloc.py",
+    ]
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -210,8 +215,11 @@ def test_suite_without_accelerator() -> None:
 
 
 def test_no_accel_env_really_switches_it_off() -> None:
-    code = "from zramfs.backends import lz4; print(lz4.ACCELERATED)"
-    for env_value, want in (("1", "False"), ("", "True")):
+    code = (
+        "from zramfs.backends import lz4; from zramfs.core import zsmalloc;"
+        " print(lz4.ACCELERATED, zsmalloc._zs_fill is not None)"
+    )
+    for env_value, want in (("1", "False False"), ("", "True True")):
         env = dict(os.environ, ZRAMFS_NO_ACCEL=env_value)
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip

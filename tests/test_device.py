@@ -1372,9 +1372,11 @@ async def test_zstd_long_reads_one_or_two_threads_give_the_data(split: int) -> N
     key = ("r", "zstd", 3)
     saved = device_mod._par_stats.get(key)
     try:
-        # [one-thread ns/page, split ns/page, batches seen, decision]: make
-        # the wanted way the cheaper one, away from an exploration batch.
-        device_mod._par_stats[key] = [1000, 500, 1, 0] if split else [500, 1000, 1, 0]
+        # [one-thread ns/page, split ns/page, batches seen, decision, samples
+        # of each]: warmed up, the wanted way the cheaper one, away from an
+        # exploration batch.
+        ns = [1000, 500] if split else [500, 1000]
+        device_mod._par_stats[key] = [*ns, 1, 0, 100, 100]
         assert await dev.read(0, len(data)) == data
         assert device_mod._par_stats[key][3] == split
         assert await dev.read(PAGE, len(data) - PAGE) == data[PAGE:]
@@ -1384,3 +1386,37 @@ async def test_zstd_long_reads_one_or_two_threads_give_the_data(split: int) -> N
         else:
             device_mod._par_stats[key] = saved
     await dev.reset()
+
+
+def test_split_learning_drops_the_cold_sample_and_warms_up_both_ways() -> None:
+    """`_split_pays` / `_split_learn`: the ways take turns until each has
+    `_WARMUP` counted samples (a first, cold one dropped), then the cheaper
+    way wins, except every `_EXPLORE`-th batch; a cold first split sample of
+    10x does not make the faster split look slower."""
+    from types import SimpleNamespace
+
+    from zramfs.core import device as dm
+
+    comp = SimpleNamespace(name="test-codec", params=SimpleNamespace(level=None))
+    key = ("w", "test-codec", None)
+    dm._par_stats.pop(key, None)
+    try:
+        true_ns = {0: 1000, 1: 600}  # one thread, split (ns per page)
+        cold = {0: True, 1: True}
+        taken = []
+        for _ in range(4 * dm._EXPLORE):
+            st = dm._split_pays("w", comp)  # type: ignore[arg-type]
+            way = st[3]
+            taken.append(way)
+            ns = true_ns[way] * (10 if cold[way] else 1)
+            cold[way] = False
+            dm._split_learn(st, ns * 100, 100)
+        warm = 2 * (dm._WARMUP + 1)
+        assert taken[:warm] == [1, 0] * (dm._WARMUP + 1)
+        st = dm._par_stats[key]
+        assert st[0] == 1000 and st[1] == 600  # the cold samples left no trace
+        after = taken[warm:]
+        explored = [k for k, way in enumerate(after, warm + 1) if way == 0]
+        assert explored and all(k % dm._EXPLORE == 0 for k in explored)
+    finally:
+        dm._par_stats.pop(key, None)

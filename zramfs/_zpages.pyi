@@ -69,3 +69,18 @@ def lz4_decompress_page(obj: Buffer, /) -> bytes:
 
 def lz4_compress_page(page: Buffer, acceleration: int = 1, /) -> bytes:
     """One LZ4 fast-mode block of ``page`` (python-lz4 identical); keeps the GIL."""
+
+def zs_fill(
+    cls: object,
+    zspages: list[int] | None,
+    ks: list[int],
+    i: int,
+    blobs: list[Buffer],
+    sizes: list[int],
+    owners: list[int],
+    handles: list[int],
+    /,
+) -> int:
+    """``ZsPool.store_many``'s fill loop for one non-huge class on the pool's
+    own state: objects ``ks[i:]`` into fresh ``zspages`` or, if None, the
+    class's partial zspages fullest first; returns the next index in ``ks``."""

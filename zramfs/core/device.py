@@ -141,38 +141,58 @@ JOIN_SPLIT_MIN_PAGES = 128
 PARALLEL = _CPUS > 1
 # Whether splitting pays depends on the machine's load (a busy second CPU
 # makes it slower than one thread), so both ways are timed, per direction and
-# codec: (kind "w", codec name, level) -> [one-thread ns per page,
-# split ns per page (EWMA; -1: not measured yet), eligible batches seen].  The
-# cheaper way is taken; every `_EXPLORE`-th batch the other, to keep its
-# figure current.
+# codec: (kind "w"/"r", codec name, level) -> [one-thread ns per page, split
+# ns per page (-1: not measured yet), eligible batches seen, decision (1:
+# split), one-thread samples, split samples].  Each way's first sample is
+# dropped (segments mapped, a thread started, caches cold: up to 3x slow) and
+# its figure is the mean of the next `_EWMA_N`, then an EWMA: an EWMA started
+# from a cold sample took ~10 explorations (320 batches, 160 MiB) to let go of
+# it, all the while taking the slower way.  The ways alternate until each has
+# `_WARMUP` samples counted; then the cheaper is taken, and every
+# `_EXPLORE`-th batch the other, to keep its figure current.
 _par_stats: dict[tuple[str, str, int | None], list[int]] = {}
 
 
 def _split_pays(kind: str, comp: Codec) -> list[int]:
-    """The `_par_stats` entry of ``kind`` and ``comp``, with its decision
-    appended as a fourth item (1: split, 0: one thread)."""
+    """The `_par_stats` entry of ``kind`` and ``comp`` with this batch's
+    decision in item 3 (1: split, 0: one thread)."""
     key = (kind, comp.name, comp.params.level)
     st = _par_stats.get(key)
     if st is None:
-        st = _par_stats[key] = [-1, -1, 0, 0]
+        st = _par_stats[key] = [-1, -1, 0, 0, 0, 0]
     st[2] += 1
-    split = st[1] < 0 or (st[0] >= 0 and st[1] < st[0])
-    if st[0] >= 0 and st[1] >= 0 and not st[2] % _EXPLORE:
-        split = not split
-    elif st[0] < 0 and st[1] >= 0:
-        split = False  # one-thread figure missing: measure it
+    n1 = st[4]
+    n2 = st[5]
+    if n1 <= _WARMUP or n2 <= _WARMUP:
+        split = n2 <= n1  # warming up: take turns, split first
+    else:
+        split = st[1] < st[0]
+        if not st[2] % _EXPLORE:
+            split = not split
     st[3] = int(split)
     return st
 
 
 def _split_learn(st: list[int], elapsed_ns: int, pages: int) -> None:
+    """Add one sample (``elapsed_ns`` for ``pages``) to the way `_split_pays` chose."""
     per = elapsed_ns // pages
-    i = 1 if st[3] else 0
+    i = st[3]
+    n = st[4 + i]  # samples so far, the dropped first one included
+    st[4 + i] = n + 1
+    if not n:
+        return
     old = st[i]
-    st[i] = per if old < 0 else old + ((per - old) >> _EWMA_SHIFT)
+    if n == 1:
+        st[i] = per
+    elif n <= _EWMA_N:
+        st[i] = (old * (n - 1) + per) // n
+    else:
+        st[i] = old + ((per - old) >> _EWMA_SHIFT)
 
 
 _EWMA_SHIFT = 3
+_EWMA_N = 1 << _EWMA_SHIFT  # samples averaged before the EWMA takes over
+_WARMUP = 4  # counted samples of each way before the cheaper one is preferred
 _EXPLORE = 32  # every 32nd long batch tries the way currently judged slower
 # (codec name, level) -> [offloaded wall ns per page (EWMA; -1: not measured
 # yet), long batches seen]: whether worker threads pay is a property of the

@@ -81,6 +81,7 @@ import heapq
 import itertools
 import mmap
 import operator
+import os
 from array import array as _array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,21 @@ _MADV_NOHUGEPAGE: int | None = getattr(mmap, "MADV_NOHUGEPAGE", None)
 # MADV_POPULATE_WRITE (Linux 5.14; the mmap module has no constant for it yet).
 _MADV_POPULATE_WRITE: int = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 _populate_write = True  # cleared on the first EINVAL (older kernel)
+
+
+def _load_fill() -> Callable[..., int] | None:
+    """The C version of `ZsPool._fill`'s loop (``zramfs._zpages.zs_fill``),
+    unless it is not built or ``ZRAMFS_NO_ACCEL`` is set."""
+    if os.environ.get("ZRAMFS_NO_ACCEL"):
+        return None
+    try:
+        from zramfs._zpages import zs_fill
+    except ImportError:
+        return None
+    return zs_fill
+
+
+_zs_fill = _load_fill()
 
 
 def _dontneed(mm: mmap.mmap, offset: int, length: int) -> None:
@@ -662,6 +678,12 @@ class ZsPool:
         keys = list(map(self._ord_by_size.__getitem__, sizes))
         order = sorted(range(count), key=keys.__getitem__)
         classes = self._classes
+        fill = _zs_fill
+        if fill is not None:
+            # The C loop takes lists only.
+            blobs = blobs if type(blobs) is list else list(blobs)
+            sizes = sizes if type(sizes) is list else list(sizes)
+            owners = owners if type(owners) is list else list(owners)
         try:
             for ci, group in _groupby(order, keys.__getitem__):
                 c = classes[ci]
@@ -669,17 +691,32 @@ class ZsPool:
                 if c.huge:
                     self._store_huge(c, ks, blobs, sizes, owners, handles)
                     continue
-                i = 0
                 m = len(ks)
                 # find_get_zspage(): the fullest partial zspages first ...
-                while i < m and c.mask:
-                    z = self._isolate(c, sparsest=False)
-                    i = self._fill(c, z, ks, i, blobs, sizes, owners, handles)
+                if fill is not None:
+                    i = fill(c, None, ks, 0, blobs, sizes, owners, handles)
+                else:
+                    i = 0
+                    while i < m and c.mask:
+                        z = self._isolate(c, sparsest=False)
+                        i = self._fill(c, z, ks, i, blobs, sizes, owners, handles)
                 # ... then new ones, allocated together (one heap walk, one
                 # populate per run of neighbouring slots).
                 if i < m:
                     runs = self._alloc_zspages(c, -(-(m - i) // c.objs))
                     fresh = [z for z0, nz in runs for z in range(z0, z0 + nz)]
+                    if fill is not None:
+                        try:
+                            i = fill(c, fresh, ks, i, blobs, sizes, owners, handles)
+                        except BaseException:
+                            # Fresh zspages left empty (a failed first copy,
+                            # or never reached) go back; the rest hold objects
+                            # the handles below free.
+                            for z in fresh:
+                                if not c.inuse[z]:
+                                    self._free_zspage(c, z)
+                            raise
+                        continue
                     for j, z in enumerate(fresh):
                         try:
                             i = self._fill(c, z, ks, i, blobs, sizes, owners, handles)
