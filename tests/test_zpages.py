@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import random
 import shutil
 import subprocess
 import sysconfig
 import threading
+import time
 from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -829,3 +831,39 @@ def test_read_slots_errors_change_nothing() -> None:
     attr.append(0)
     handle.append(0)
     bad += b"x"
+
+
+# ------------------------------------------------------------ helper threads
+
+
+def test_helpers_are_reused_and_survive_fork() -> None:
+    """Batch calls hand chunks to parked helper threads: no thread is left
+    per call, and a fork()ed child (which has none of them) sets up its own
+    and gets the same results."""
+    src = realistic_data(1 << 20)[: 64 * PAGE]
+
+    def blocks(threads: int) -> list[bytes]:
+        return _meaningful(*zp.lz4_compress_pages(src, 0, 64, 1, threads))
+
+    want = blocks(1)
+    assert blocks(4) == want  # helpers started
+    before = threading.active_count(), len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        assert blocks(4) == want
+        assert zp.lz4_decompress_pages([b""] * 8, 4) == bytes(8 * PAGE)
+    assert (threading.active_count(), len(os.listdir("/proc/self/task"))) == before
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its status
+        ok = all(blocks(4) == want for _ in range(5))
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a batch call")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0

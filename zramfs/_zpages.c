@@ -26,8 +26,9 @@
  * so a block that fits in 4095 bytes is the same block either way, and one
  * that does not fit makes LZ4 return 0, i.e. "store the page raw".
  *
- * No global mutable state: every call allocates its own LZ4 states, so calls
- * from any number of Python threads are independent.
+ * Global state is only the pool of parked helper threads that batch calls
+ * hand their chunks to (run_jobs); every call allocates its own LZ4 states,
+ * so calls from any number of Python threads are independent.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -36,6 +37,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -112,19 +114,121 @@ nargs_ok(const char *fname, Py_ssize_t nargs, Py_ssize_t want)
     return 0;
 }
 
+/* The helper threads of run_jobs, kept from one call to the next: starting
+ * and joining a pthread per call cost ~48 us here, a fifth of a 512 KiB
+ * read's decompression; handing a job to a parked helper costs a futex wake.
+ *
+ * One caller at a time owns the pool (pool_mu, taken with trylock: a second
+ * concurrent caller, e.g. a worker thread while the trio thread is in a
+ * batch, does not wait for it but starts pthreads of its own, as every call
+ * did before).  A helper never touches Python objects.  After fork() the
+ * child has none of the parent's helpers: pool_pid tells, and the pool is
+ * set up anew in the child (if fork() caught another thread holding
+ * pool_mu, trylock fails in the child forever and it keeps to pthreads per
+ * call, which is still correct). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    void *(*fn)(void *);
+    void *arg;
+    int state; /* 0 idle, 1 job posted, 2 job done */
+    int started;
+} Helper;
+
+static Helper helpers[MAX_THREADS];
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t pool_pid;
+
+static void *
+helper_main(void *p)
+{
+    Helper *h = p;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (h->state != 1)
+            pthread_cond_wait(&h->cv, &h->mu);
+        pthread_mutex_unlock(&h->mu);
+        h->fn(h->arg);
+        pthread_mutex_lock(&h->mu);
+        h->state = 2;
+        pthread_cond_broadcast(&h->cv);
+    }
+    return NULL;
+}
+
+/* Start helper i if it is not running (signals blocked, so they keep going
+ * to the interpreter's threads; detached: it lives as long as the process).
+ * Returns whether it runs.  Called with pool_mu held. */
+static int
+helper_ready(int i)
+{
+    Helper *h = &helpers[i];
+    if (h->started)
+        return 1;
+    if (pthread_mutex_init(&h->mu, NULL) != 0)
+        return 0;
+    if (pthread_cond_init(&h->cv, NULL) != 0) {
+        pthread_mutex_destroy(&h->mu);
+        return 0;
+    }
+    h->state = 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    int masked = pthread_sigmask(SIG_BLOCK, &all, &old) == 0;
+    pthread_attr_t attr;
+    int ok = pthread_attr_init(&attr) == 0;
+    if (ok) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t tid;
+        ok = pthread_create(&tid, &attr, helper_main, h) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (masked)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!ok) {
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
+        return 0;
+    }
+    h->started = 1;
+    return 1;
+}
+
 /* Run jobs[0..n-1] (each `size` bytes, starting with `fn`'s argument):
- * job 0 on the calling thread, the others on pthreads created here.  A job
- * whose pthread could not be created runs on the calling thread too.  The
- * workers start with every signal blocked, so signals keep going to the
- * interpreter's threads.  Called without the GIL. */
+ * job 0 on the calling thread, the others on the pool's helpers (or, when
+ * another caller holds the pool, on pthreads created here).  A job no
+ * thread could be found for runs on the calling thread too.  Returns when
+ * every job is done.  Called without the GIL. */
 static void
 run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n)
 {
     pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
+    int started[MAX_THREADS] = {0}; /* 1: own pthread, 2: pool helper */
     char *base = jobs;
+    int pooled = 0;
 
-    if (n > 1) {
+    if (n > 1 && pthread_mutex_trylock(&pool_mu) == 0) {
+        pooled = 1;
+        pid_t pid = getpid();
+        if (pool_pid != pid) { /* first use, or a fork()ed child */
+            for (int i = 0; i < MAX_THREADS; i++)
+                helpers[i].started = 0;
+            pool_pid = pid;
+        }
+        for (int i = 1; i < n; i++) {
+            if (!helper_ready(i))
+                continue;
+            Helper *h = &helpers[i];
+            pthread_mutex_lock(&h->mu);
+            h->fn = fn;
+            h->arg = base + (size_t)i * size;
+            h->state = 1;
+            pthread_cond_broadcast(&h->cv);
+            pthread_mutex_unlock(&h->mu);
+            started[i] = 2;
+        }
+    }
+    else if (n > 1) {
         sigset_t all, old;
         sigfillset(&all);
         int masked = pthread_sigmask(SIG_BLOCK, &all, &old) == 0;
@@ -139,9 +243,20 @@ run_jobs(void *(*fn)(void *), void *jobs, size_t size, int n)
             fn(base + (size_t)i * size);
     }
     for (int i = 1; i < n; i++) {
-        if (started[i])
+        if (started[i] == 1) {
             pthread_join(tid[i], NULL);
+        }
+        else if (started[i] == 2) {
+            Helper *h = &helpers[i];
+            pthread_mutex_lock(&h->mu);
+            while (h->state != 2)
+                pthread_cond_wait(&h->cv, &h->mu);
+            h->state = 0;
+            pthread_mutex_unlock(&h->mu);
+        }
     }
+    if (pooled)
+        pthread_mutex_unlock(&pool_mu);
 }
 
 /* How many chunks: `threads` capped at `count` and MAX_THREADS (>= 1). */
@@ -310,9 +425,11 @@ PyDoc_STRVAR(lz4_compress_pages_doc,
 "Threads and the GIL: the whole page loop runs with the GIL released, so\n"
 "other Python threads (and trio) go on meanwhile.  `threads` >= 1 splits the\n"
 "pages into min(threads, count, 8) contiguous chunks: chunk 0 runs on the\n"
-"calling thread, the others on pthreads created for this call (a chunk whose\n"
-"pthread cannot be created runs on the calling thread), so both CPUs can\n"
-"work on one request.  `src` is held (PyBUF_SIMPLE) for the whole call.\n"
+"calling thread, the others on the module's parked helper threads (started\n"
+"on first use; pthreads created for this call while another caller uses\n"
+"them; a chunk no thread can be had for runs on the calling thread), so\n"
+"both CPUs can work on one request.  `src` is held (PyBUF_SIMPLE) for the\n"
+"whole call.\n"
 "\n"
 "Errors, raised before any work: ValueError if pos < 0, count < 0,\n"
 "pos + count*4096 > len(src) or threads < 1.  count == 0 gives\n"
@@ -476,9 +593,8 @@ PyDoc_STRVAR(lz4_decompress_pages_doc,
 "\n"
 "Threads and the GIL: the loop runs with the GIL released; `threads` >= 1\n"
 "(ValueError otherwise) splits the objects into min(threads, len(objs), 8)\n"
-"contiguous chunks, chunk 0 on the calling thread and the others on\n"
-"pthreads created for this call (on the calling thread if pthread_create\n"
-"fails), so both CPUs can work on one request.");
+"contiguous chunks, chunk 0 on the calling thread and the others on helper\n"
+"threads as lz4_compress_pages, so both CPUs can work on one request.");
 
 static PyObject *
 lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
@@ -1386,8 +1502,9 @@ PyDoc_STRVAR(zpages_doc,
 "\n"
 "Compressed blocks are byte-identical to python-lz4's lz4.block.compress\n"
 "(store_size=False) with the same LZ4 version (LZ4_VERSION, the linked\n"
-"library's LZ4_versionString()).  There is no global mutable state: every\n"
-"call is independent and thread-safe.");
+"library's LZ4_versionString()).  Calls are independent and thread-safe;\n"
+"the only global state is a pool of parked helper threads that batch calls\n"
+"hand their chunks to, one caller at a time (others start their own).");
 
 static struct PyModuleDef zpages_module = {
     PyModuleDef_HEAD_INIT,
