@@ -219,6 +219,7 @@ class ZstdCodec:
 
 _CPUS: Final = os.cpu_count() or 1
 _side: ThreadPoolExecutor | None = None
+_side_pid = 0
 _side_lock = threading.Lock()
 
 
@@ -230,14 +231,17 @@ def _sidecar() -> ThreadPoolExecutor:
     the hand-off (a ``Future`` round trip, ~30 us here).  Idle threads hold
     only their zstd contexts.  Several callers at once (two devices, or the
     trio thread and a worker) queue their parts; each part still runs on one
-    thread with that thread's own contexts.
+    thread with that thread's own contexts.  A fork()ed child has none of
+    the parent's threads (an inherited executor would queue its parts
+    forever), so it makes its own.
     """
-    global _side
+    global _side, _side_pid
     side = _side
-    if side is None:
+    if side is None or _side_pid != os.getpid():
         with _side_lock:
-            if _side is None:
+            if _side is None or _side_pid != os.getpid():
                 _side = ThreadPoolExecutor(max(1, _CPUS - 1), thread_name_prefix="zramfs-zstd")
+                _side_pid = os.getpid()
             side = _side
     return side
 
