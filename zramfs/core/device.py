@@ -126,9 +126,10 @@ OFFLOAD_MIN_NS = 400_000
 # GIL-free call; from this many pages on (below, the per-page calls are as
 # cheap) ...
 BATCH_MIN_PAGES = 8
-# ... and on two of its threads (both CPUs on one request, the trio thread
-# blocked meanwhile) when the batch is expected to take at least this long:
-# below it starting the threads costs more than it saves.  Splitting a batch
+# ... and on two threads (the calling one and a helper the codec keeps: both
+# CPUs on one request, the trio thread blocked meanwhile) when the batch is
+# expected to take at least this long: below it the hand-off costs more than
+# it saves.  Splitting a batch
 # between the trio thread and a worker thread for codecs without a batch call
 # (lz4: a GIL hand-off per page) was measured here and not kept: +1.5-2 ms
 # CPU per MiB and no faster on this shared 2-CPU machine.
@@ -1116,8 +1117,8 @@ class ZramDevice:
 
     def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
         """A batch codec's ``compress_pages`` of every page of a batch, in one
-        GIL-free call on the trio thread (which blocks meanwhile): on two of
-        its threads when the batch is long enough (`PARALLEL_MIN_NS`) and
+        GIL-free call on the trio thread (which blocks meanwhile): on two
+        threads (it and a helper the codec keeps) when the batch is long enough (`PARALLEL_MIN_NS`) and
         that has measured faster (`_split_pays`), else on one."""
         pages = comp.compress_pages  # type: ignore[attr-defined]
         if (
