@@ -1118,8 +1118,9 @@ class ZramDevice:
     def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
         """A batch codec's ``compress_pages`` of every page of a batch, in one
         GIL-free call on the trio thread (which blocks meanwhile): on two
-        threads (it and a helper the codec keeps) when the batch is long enough (`PARALLEL_MIN_NS`) and
-        that has measured faster (`_split_pays`), else on one."""
+        threads (it and a helper the codec keeps) when the batch is long
+        enough (`PARALLEL_MIN_NS`) and that has measured faster
+        (`_split_pays`), else on one."""
         pages = comp.compress_pages  # type: ignore[attr-defined]
         if (
             not PARALLEL
