@@ -10,7 +10,6 @@ import struct
 import sys
 import sysconfig
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.forkutil import check_in_child
 from zramfs.backends import (
     BACKEND_NAMES,
     DEFAULT_ALGORITHM,
@@ -575,18 +575,7 @@ def test_zstd_split_batches_work_in_a_forked_child() -> None:
     data = b"".join(pages)
     want = [codec.compress(p) for p in pages]
     assert [bytes(f) for f in codec.compress_pages(data, 0, 40, 2)] == want  # type: ignore[attr-defined]
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its status
-        frames = codec.compress_pages(data, 0, 40, 2)  # type: ignore[attr-defined]
-        os._exit(0 if [bytes(f) for f in frames] == want else 1)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung in a split batch")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(status) == 0
+    check_in_child(
+        lambda: [bytes(f) for f in codec.compress_pages(data, 0, 40, 2)] == want,  # type: ignore[attr-defined]
+        "a split batch",
+    )

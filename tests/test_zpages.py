@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sysconfig
 import threading
-import time
 from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.data import realistic_data, swap_like_data
+from tests.forkutil import check_in_child
 from zramfs import _zpages as zp
 
 PAGE = 4096
@@ -852,18 +852,4 @@ def test_helpers_are_reused_and_survive_fork() -> None:
         assert blocks(4) == want
         assert zp.lz4_decompress_pages([b""] * 8, 4) == bytes(8 * PAGE)
     assert (threading.active_count(), len(os.listdir("/proc/self/task"))) == before
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its status
-        ok = all(blocks(4) == want for _ in range(5))
-        os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung in a batch call")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(status) == 0
+    check_in_child(lambda: all(blocks(4) == want for _ in range(5)), "a batch call")

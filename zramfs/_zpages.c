@@ -659,6 +659,30 @@ done:
     return out;
 }
 
+/* The pool views a gather uses: views[seg] is acquired (PyBUF_SIMPLE) into
+ * vb[seg] on first use, have[seg] marking it; views_release undoes all. */
+static int
+view_acquire(PyObject *views, Py_ssize_t seg, Py_buffer *vb, char *have)
+{
+    if (have[seg])
+        return 0;
+    if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(views, seg), &vb[seg], PyBUF_SIMPLE) < 0)
+        return -1;
+    have[seg] = 1;
+    return 0;
+}
+
+static void
+views_release(Py_buffer *vb, char *have, Py_ssize_t nv)
+{
+    if (vb == NULL || have == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        if (have[i])
+            PyBuffer_Release(&vb[i]);
+    }
+}
+
 PyDoc_STRVAR(lz4_decompress_gather_doc,
 "lz4_decompress_gather($module, views, segs, offs, sizes, fills, threads, /)\n"
 "--\n"
@@ -762,12 +786,8 @@ lz4_decompress_gather(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize
             PyErr_Format(PyExc_ValueError, "%s: segs[%zd] = %zd: no such view", fn, k, seg);
             goto done;
         }
-        if (!have[seg]) {
-            PyObject *v = PySequence_Fast_GET_ITEM(views, seg);
-            if (PyObject_GetBuffer(v, &vb[seg], PyBUF_SIMPLE) < 0)
-                goto done;
-            have[seg] = 1;
-        }
+        if (view_acquire(views, seg, vb, have) < 0)
+            goto done;
         if (off < 0 || off > vb[seg].len - size) {
             PyErr_Format(PyExc_ValueError, "%s: page %zd: [%zd, %zd) is outside view %zd (%zd bytes)",
                          fn, k, off, off + size, seg, vb[seg].len);
@@ -810,12 +830,7 @@ lz4_decompress_gather(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize
     }
 
 done:
-    if (vb != NULL && have != NULL) {
-        for (Py_ssize_t i = 0; i < nv; i++) {
-            if (have[i])
-                PyBuffer_Release(&vb[i]);
-        }
-    }
+    views_release(vb, have, nv);
     PyMem_Free(vb);
     PyMem_Free(have);
     PyMem_Free(objs);
@@ -980,12 +995,8 @@ lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
                              first + k, (unsigned long long)seg);
                 goto done;
             }
-            if (!have[seg]) {
-                PyObject *v = PySequence_Fast_GET_ITEM(views, (Py_ssize_t)seg);
-                if (PyObject_GetBuffer(v, &vb[seg], PyBUF_SIMPLE) < 0)
-                    goto done;
-                have[seg] = 1;
-            }
+            if (view_acquire(views, (Py_ssize_t)seg, vb, have) < 0)
+                goto done;
             if (off > (uint64_t)vb[seg].len || (uint64_t)vb[seg].len - off < size) {
                 PyErr_Format(PyExc_ValueError,
                              "%s: slot %zd: [%llu, %llu) is outside view %llu (%zd bytes)", fn,
@@ -1022,12 +1033,7 @@ lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
     }
 
 done:
-    if (vb != NULL && have != NULL) {
-        for (Py_ssize_t i = 0; i < nv; i++) {
-            if (have[i])
-                PyBuffer_Release(&vb[i]);
-        }
-    }
+    views_release(vb, have, nv);
     PyMem_Free(vb);
     PyMem_Free(have);
     PyMem_Free(objs);
