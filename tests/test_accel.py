@@ -49,7 +49,7 @@ def strip_accelerator(dev: ZramDevice) -> None:
         mode = {"mode": "fast", "acceleration": comp.params.level}
     comp.compress = partial(lz4.block.compress, store_size=False, **mode)
     comp.batch_compress = comp.batch_parallel = False
-    comp.decompress_page = comp.decompress_gather = None
+    comp.decompress_page = comp.decompress_slots = None
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
 
 

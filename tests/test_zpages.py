@@ -88,23 +88,15 @@ def corpus() -> bytes:
 
 
 def _ref_fast(acceleration: int) -> Callable[[bytes], bytes]:
-    def ref(page: bytes) -> bytes:
-        out: bytes = lz4.block.compress(
-            page, mode="fast", acceleration=acceleration, store_size=False
-        )
-        return out
-
-    return ref
+    return functools.partial(
+        lz4.block.compress, mode="fast", acceleration=acceleration, store_size=False
+    )
 
 
 def _ref_hc(level: int) -> Callable[[bytes], bytes]:
-    def ref(page: bytes) -> bytes:
-        out: bytes = lz4.block.compress(
-            page, mode="high_compression", compression=level, store_size=False
-        )
-        return out
-
-    return ref
+    return functools.partial(
+        lz4.block.compress, mode="high_compression", compression=level, store_size=False
+    )
 
 
 def _check_identical(

@@ -70,10 +70,11 @@ class Codec(Protocol):
     * ``batch_parallel`` (true): ``threads`` > 1 may pay;
     * ``batch_decompress`` (true) and ``decompress_pages(blobs, threads)``:
       one PAGE_SIZE buffer per blob;
-    * ``decompress_gather(views, segs, offs, sizes, fills, threads) ->
-      bytes``: the pages at ``views[segs[k]][offs[k]:offs[k]+sizes[k]]`` back
-      to back, where size 0 is a zero page and PAGE_SIZE a page stored raw,
-      and each ``(k, word)`` of ``fills`` a same-filled page;
+    * ``decompress_slots(views, attr, handle, first, stop, layout, now,
+      threads) -> bytes | None``: a multi-page read straight from the slot
+      table and the pool's views (``zramfs._zpages.lz4_read_slots``: the
+      device passes its slot-word layout; None when a slot needs the
+      general path);
     * ``decompress_page(obj) -> bytes``: one compressed page, no wrapper.
     """
 

@@ -29,7 +29,7 @@ The accelerator (`zramfs._zpages`, C, linked against the system's liblz4 of
 the same LZ4 release python-lz4 bundles, so its blocks are byte-identical):
 when it is built and the codec has no dictionary, a request's pages are
 compressed and decompressed in one GIL-free call (`compress_pages`,
-`decompress_gather`), on two threads when that measures faster, and a single
+`decompress_slots`), on two threads when that measures faster, and a single
 page goes through C functions without python-lz4's keyword parsing
 (`decompress_page`).  Without it (not built, or ``ZRAMFS_NO_ACCEL=1`` in the
 environment) everything works page by page through python-lz4, with the
@@ -108,7 +108,6 @@ class Lz4Codec:
         "batch_compress",
         "batch_parallel",
         "decompress_page",
-        "decompress_gather",
         "decompress_slots",
     )
 
@@ -135,14 +134,12 @@ class Lz4Codec:
         self.batch_compress = self.batch_parallel = fast
         self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
         self.decompress_page: Callable[[Buffer], bytes] | None = None
-        self.decompress_gather: Callable[..., bytes] | None = None
         self.decompress_slots: Callable[..., bytes | None] | None = None
         if fast:
             assert _zp is not None
             hc = mode["mode"] == "high_compression"
             self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
             self.decompress_page = _zp.lz4_decompress_page
-            self.decompress_gather = _zp.lz4_decompress_gather
             self.decompress_slots = _zp.lz4_read_slots
             if not hc and level == DEFAULT_ACCELERATION:
                 # The same blocks, without python-lz4's keyword parsing.

@@ -36,6 +36,7 @@ import time
 from array import array as _array
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import trio
 
@@ -75,6 +76,7 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 
 log = logging.getLogger(__name__)
 _perf_ns = time.perf_counter_ns
+_T = TypeVar("_T")
 _PAGE_MASK = PAGE_SIZE - 1
 
 
@@ -189,6 +191,26 @@ def _split_learn(st: list[int], elapsed_ns: int, pages: int) -> None:
         st[i] = (old * (n - 1) + per) // n
     else:
         st[i] = old + ((per - old) >> _EWMA_SHIFT)
+
+
+def _split_call(kind: str, comp: Codec, pages: int, call: Callable[[int], _T]) -> _T:
+    """``call(threads)`` with the thread count `_split_pays` decides for
+    ``kind`` and ``comp``, timed into its figures (unless it returned None:
+    nothing was done)."""
+    st = _split_pays(kind, comp)
+    t0 = _perf_ns()
+    out = call(1 + st[3])
+    if out is not None:
+        _split_learn(st, _perf_ns() - t0, pages)
+    return out
+
+
+def _without(frames: Sequence[Buffer], same: list[int]) -> Sequence[Buffer]:
+    """``frames`` less those of the same-filled pages ``same`` (never stored)."""
+    if not same:
+        return frames
+    skip = set(same)
+    return [f for k, f in enumerate(frames) if k not in skip]
 
 
 _EWMA_SHIFT = 3
@@ -483,9 +505,9 @@ class ZramDevice:
         now = self.clock() << ACTIME_SHIFT
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
-        gather = getattr(comp, "decompress_gather", None)
-        if gather is not None and last > first:
-            whole = self._load_joined(table, comp, gather, first, last + 1, now)
+        slots = getattr(comp, "decompress_slots", None)
+        if slots is not None and last > first:
+            whole = self._load_joined(table, comp, slots, first, last + 1, now)
             if whole is not None:
                 lo = offset & _PAGE_MASK
                 n = end - offset
@@ -506,61 +528,31 @@ class ZramDevice:
         self,
         table: SlotTable,
         comp: Codec,
-        gather: Callable[..., bytes],
+        slots: Callable[..., bytes | None],
         first: int,
         stop: int,
         now: int,
     ) -> bytes | None:
         """The pages of ``[first, stop)`` as one bytes object, from a codec's
-        ``decompress_gather`` (lz4 with the accelerator: one GIL-free C call
-        that finds every object in the pool's views, decompresses it, copies
-        huge ones, zero-fills empty slots and fills same-filled ones,
-        straight into the result), or None, having done nothing, when a slot
-        needs the general path (locked, written back, recompressed).  No
-        ``await``: the pool views cannot change under it.
+        ``decompress_slots`` (lz4 with the accelerator: one GIL-free C call
+        that reads the slot words, finds every object in the pool's views,
+        decompresses it, copies huge ones, zero-fills empty slots, fills
+        same-filled ones straight into the result and stamps ac_time), or
+        None, having done nothing, when a slot needs the general path
+        (locked, written back, recompressed).  No ``await``: the pool views
+        cannot change under it.
         """
-        n = stop - first
-        slots = getattr(comp, "decompress_slots", None)
-        if slots is not None:
-            # The whole of the below in C, slot words read and stamped there.
-            if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES:
-                return slots(self._views, table.attr, table.handle, first, stop, _LAYOUT, now, 1)  # type: ignore[no-any-return]
-            st = _split_pays("r", comp)
-            t0 = _perf_ns()
-            whole = slots(
-                self._views, table.attr, table.handle, first, stop, _LAYOUT, now, 1 + st[3]
-            )
-            if whole is not None:
-                _split_learn(st, _perf_ns() - t0, n)
-            return whole  # type: ignore[no-any-return]
-        attrs = table.attr[first:stop].tolist()
-        if any(map(_and, attrs, _repeat(_JOIN_SLOW))):
-            return None
-        sizes = list(map(_and, attrs, _repeat(SIZE_MASK)))
-        hs = table.handle[first:stop].tolist()
-        # A same-filled slot's "handle" is its word (its size is 0, so the C
-        # side never looks for it in the pool).
-        fills = [(i, hs[i]) for i in _select(range(n), map(_and, attrs, _repeat(SAME)))]
-        segs = list(map(_rshift, hs, _repeat(HANDLE_SEG_SHIFT)))
-        offs = list(map(_and, map(_rshift, hs, _repeat(1)), _repeat(HANDLE_OFF_MASK)))
-        if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES:
-            whole = gather(self._views, segs, offs, sizes, fills, 1)
-        else:
-            # Both CPUs on one request when that measures faster (a busy
-            # second CPU makes it slower): `_split_pays`, as for writes.
-            st = _split_pays("r", comp)
-            t0 = _perf_ns()
-            whole = gather(self._views, segs, offs, sizes, fills, 1 + st[3])
-            _split_learn(st, _perf_ns() - t0, n)
-        # mark_slot_accessed() of every slot that holds a page (in the pool,
-        # or same-filled); an empty slot keeps its word.
-        stamped = list(map(_or, map(_and, attrs, _repeat(_KEEP)), _repeat(now)))
-        if 0 in sizes:
-            held = SIZE_MASK | SAME
-            stamped = [b if a & held else a for a, b in zip(attrs, stamped, strict=True)]
-        if stamped != attrs:
-            table.attr[first:stop] = _array("Q", stamped)
-        return whole  # type: ignore[no-any-return]
+        views = self._views
+        attr = table.attr
+        handle = table.handle
+        if not PARALLEL or stop - first < JOIN_SPLIT_MIN_PAGES:
+            return slots(views, attr, handle, first, stop, _LAYOUT, now, 1)
+        return _split_call(
+            "r",
+            comp,
+            stop - first,
+            lambda threads: slots(views, attr, handle, first, stop, _LAYOUT, now, threads),
+        )
 
     async def _load_pages(
         self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
@@ -623,14 +615,11 @@ class ZramDevice:
         yields), so the pool views they read cannot change.  A long batch
         goes to two threads when that measures faster (`_split_pays`, as for
         writes)."""
+        pages = comp.decompress_pages  # type: ignore[attr-defined]
         n = len(objs)
         if not PARALLEL or n < JOIN_SPLIT_MIN_PAGES or not getattr(comp, "batch_parallel", False):
-            return list(comp.decompress_pages(objs, 1))  # type: ignore[attr-defined]
-        st = _split_pays("r", comp)
-        t0 = _perf_ns()
-        out = list(comp.decompress_pages(objs, 1 + st[3]))  # type: ignore[attr-defined]
-        _split_learn(st, _perf_ns() - t0, n)
-        return out
+            return list(pages(objs, 1))
+        return list(_split_call("r", comp, n, lambda threads: pages(objs, threads)))
 
     async def _load_each(
         self, table: SlotTable, pool: ZsPool, comp: Codec, first: int, stop: int, now: int
@@ -1109,11 +1098,7 @@ class ZramDevice:
         if not getattr(comp, "batch_compress", False) or count < BATCH_MIN_PAGES:
             return compress_run(comp.compress, data, pos, count)
         same = _same_pages(data, pos, count)
-        frames = self._batch_frames(comp, data, pos, count)
-        if not same:
-            return same, frames
-        skip = set(same)
-        return same, [frames[k] for k in range(count) if k not in skip]
+        return same, _without(self._batch_frames(comp, data, pos, count), same)
 
     def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
         """A batch codec's ``compress_pages`` of every page of a batch, in one
@@ -1128,11 +1113,7 @@ class ZramDevice:
             or count * self._comp_cost_ns < PARALLEL_MIN_NS
         ):
             return pages(data, pos, count, 1)  # type: ignore[no-any-return]
-        st = _split_pays("w", comp)
-        t0 = time.perf_counter_ns()
-        out = pages(data, pos, count, 1 + st[3])
-        _split_learn(st, time.perf_counter_ns() - t0, count)
-        return out  # type: ignore[no-any-return]
+        return _split_call("w", comp, count, lambda threads: pages(data, pos, count, threads))
 
     @staticmethod
     def _compress_pages(
@@ -1140,11 +1121,7 @@ class ZramDevice:
     ) -> tuple[list[int], Sequence[Buffer]]:
         """`compress_run` through a batch codec's ``compress_pages``."""
         same = _same_pages(data, pos, count)
-        frames = comp.compress_pages(data, pos, count, threads)  # type: ignore[attr-defined]
-        if not same:
-            return same, frames  # type: ignore[no-any-return]
-        skip = set(same)
-        return same, [frames[k] for k in range(count) if k not in skip]
+        return same, _without(comp.compress_pages(data, pos, count, threads), same)  # type: ignore[attr-defined]
 
     async def _compress_offloaded(
         self, comp: Codec, data: bytes, pos: int, count: int
