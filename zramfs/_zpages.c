@@ -7,24 +7,26 @@
  * CPU cannot help.  Here one call handles a whole request: the page loop runs
  * with the GIL released and may be split over a few pthreads.
  *
- * Byte-identity with python-lz4 4.4.5 (which bundles LZ4 1.9.4, the version
- * of Debian 12's liblz4 we link against): python-lz4's lz4.block.compress does
- *     fast: LZ4_resetStream(&s); LZ4_compress_fast_continue(&s, src, dst, n, bound, acc)
- *     HC:   LZ4_resetStreamHC(&s, level); LZ4_compress_HC_continue(&s, src, dst, n, bound)
- * on a fresh stream on its C stack.  A fresh LZ4 stream compresses with the
- * 32-bit hash table ("byU32"), whereas LZ4_compress_fast_extState picks the
- * 16-bit table for inputs below 64 KiB, whose match choices differ; so we use
- * the same stream calls.  Fast mode: LZ4_initStream (== LZ4_resetStream, a
- * 16 KiB memset) before every page: the cheaper LZ4_resetStream_fast keeps
- * stale table entries, which changes which candidate matches are tried.  HC:
- * LZ4_initStreamHC once per chunk, then LZ4_resetStreamHC_fast per page
- * (LZ4's documented way to start a new stream on an initialised state; it
- * skips the 256 KiB memset and gives the same output, as tests/test_zpages.py
- * checks against python-lz4 on thousands of pages).  We compress into 4095
- * bytes (dstCapacity = PAGE_SIZE - 1) rather than LZ4_compressBound(4096):
- * LZ4's output-limit checks are only necessary conditions of the final size,
- * so a block that fits in 4095 bytes is the same block either way, and one
- * that does not fit makes LZ4 return 0, i.e. "store the page raw".
+ * LZ4 fast mode is the kernel's: zram's lz4 backend calls the kernel's
+ * LZ4_compress_fast, whose parse of a page differs from liblz4 1.9.4's (see
+ * "the kernel's LZ4 parse" below), so fast-mode blocks come from this
+ * module's own kz_compress, and every page has the length the kernel's zram
+ * gives it.  liblz4 is linked for LZ4HC and decompression.
+ *
+ * LZ4HC: byte-identical with python-lz4 4.4.5 (which bundles LZ4 1.9.4, the
+ * version of Debian 12's liblz4 we link against): python-lz4's
+ * lz4.block.compress does
+ *     LZ4_resetStreamHC(&s, level); LZ4_compress_HC_continue(&s, src, dst, n, bound)
+ * on a fresh stream on its C stack.  We call LZ4_initStreamHC once per chunk,
+ * then LZ4_resetStreamHC_fast per page (LZ4's documented way to start a new
+ * stream on an initialised state; it skips the 256 KiB memset and gives the
+ * same output, as tests/test_zpages.py checks against python-lz4 on
+ * thousands of pages), and compress into 4095 bytes (dstCapacity =
+ * PAGE_SIZE - 1) rather than LZ4_compressBound(4096): LZ4's output-limit
+ * checks are only necessary conditions of the final size, so a block that
+ * fits in 4095 bytes is the same block either way, and one that does not fit
+ * makes LZ4 return 0, i.e. "store the page raw".  (The kernel's zram here has
+ * no lz4hc to compare with.)
  *
  * Global state is only the pool of parked helper threads that batch calls
  * hand their chunks to (run_jobs); every call allocates its own LZ4 states,
@@ -279,6 +281,178 @@ chunk_bounds(Py_ssize_t count, int n, int i, Py_ssize_t *lo, Py_ssize_t *hi)
     *hi = count * (i + 1) / n;
 }
 
+/* ------------------------------------------------ the kernel's LZ4 parse */
+
+/* zram's lz4 backend calls the kernel's LZ4_compress_fast (lib/lz4, an LZ4
+ * 1.8 port) with an 8 KiB destination, which compresses an input under
+ * 64 KiB with a 16-bit hash table.  LZ4 1.9.4 (liblz4, python-lz4) makes
+ * other choices: its fast path for small inputs and its streams (32-bit
+ * table) pick different matches, and it looks for a match one byte nearer
+ * the end of the input.  On the benchmark's data that made 3.3 % of pages
+ * 1-5 bytes longer or shorter than the kernel's, and 8 % more huge pages;
+ * so `mm_stat` differed from a kernel zram's on the same data.  kz_compress
+ * is this module's own implementation of the same greedy parse, so every
+ * block has the kernel's length (tests/test_zpages.py compares page by page
+ * with /dev/zram0 when the kernel has lz4):
+ *
+ *   - hash of the 4 bytes at a position: (u32 * 2654435761) >> (32 - 13),
+ *     a table of 8192 16-bit offsets, zeroed per call (so an empty slot
+ *     points at offset 0, which is then compared like any candidate);
+ *   - the search step starts at 1 and grows by one every 64 misses
+ *     (acceleration << 6 initial count); no match may start past
+ *     len - 12, no match extends into the last 5 bytes;
+ *   - a match is extended backwards over equal bytes, then encoded; after
+ *     it, the positions ip - 2 and ip are hashed and ip is tried at once;
+ *   - the rest is literals.
+ * Output is a plain LZ4 block (any LZ4 decoder reads it); no output limit
+ * is applied, so `dst` must hold KZ_BOUND(len) bytes. */
+#define KZ_HASHLOG 13
+#define KZ_MFLIMIT 12
+#define KZ_LASTLITERALS 5
+#define KZ_SKIPTRIGGER 6
+#define KZ_MAX_INPUT 65535 /* 16-bit offsets */
+#define KZ_BOUND(n) ((n) + (n) / 255 + 16)
+#define KZ_TABLE_BYTES (sizeof(uint16_t) << KZ_HASHLOG)
+_Static_assert(sizeof(LZ4_stream_t) >= KZ_TABLE_BYTES, "an LZ4 state holds the table");
+
+static inline uint32_t
+kz_read32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint32_t
+kz_hash(const uint8_t *p)
+{
+    return (kz_read32(p) * 2654435761U) >> (32 - KZ_HASHLOG);
+}
+
+/* How many bytes from a (and b < a) are equal, at most up to `limit`. */
+static inline size_t
+kz_count(const uint8_t *a, const uint8_t *b, const uint8_t *limit)
+{
+    const uint8_t *start = a;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (limit - a >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return (size_t)(a - start) + ((unsigned)__builtin_ctzll(x ^ y) >> 3);
+        a += 8;
+        b += 8;
+    }
+#endif
+    while (a < limit && *a == *b) {
+        a++;
+        b++;
+    }
+    return (size_t)(a - start);
+}
+
+/* A length's extra bytes after its 4-bit field: 255s, then the remainder. */
+static inline uint8_t *
+kz_length(uint8_t *op, size_t n)
+{
+    for (; n >= 255; n -= 255)
+        *op++ = 255;
+    *op++ = (uint8_t)n;
+    return op;
+}
+
+/* One LZ4 block of src[0:len] (len <= KZ_MAX_INPUT) into dst, as the
+ * kernel's LZ4_compress_fast makes it; returns its length.  `table`:
+ * KZ_TABLE_BYTES of scratch. */
+static size_t
+kz_compress(const uint8_t *src, size_t len, uint8_t *dst, int acceleration, uint16_t *table)
+{
+    const uint8_t *const iend = src + len;
+    const uint8_t *ip = src, *anchor = src;
+    uint8_t *op = dst;
+    unsigned acc = acceleration < 1 ? 1u : (unsigned)acceleration;
+
+    if (len >= KZ_MFLIMIT + 1) {
+        const uint8_t *const mflimit = iend - KZ_MFLIMIT;
+        const uint8_t *const matchlimit = iend - KZ_LASTLITERALS;
+        memset(table, 0, KZ_TABLE_BYTES);
+        ip++; /* position 0 is in the table already: offset 0 */
+        uint32_t fh = kz_hash(ip);
+        for (;;) {
+            const uint8_t *match;
+            uint8_t *token;
+            /* Find a match, skipping faster the longer there is none. */
+            const uint8_t *next = ip;
+            unsigned step = 1, tries = acc << KZ_SKIPTRIGGER;
+            do {
+                uint32_t h = fh;
+                ip = next;
+                next += step;
+                step = tries++ >> KZ_SKIPTRIGGER;
+                if (next > mflimit)
+                    goto last_literals;
+                match = src + table[h];
+                fh = kz_hash(next);
+                table[h] = (uint16_t)(ip - src);
+            } while (kz_read32(match) != kz_read32(ip));
+            while (ip > anchor && match > src && ip[-1] == match[-1]) {
+                ip--;
+                match--;
+            }
+            size_t lit = (size_t)(ip - anchor);
+            token = op++;
+            if (lit >= 15) {
+                *token = 15 << 4;
+                op = kz_length(op, lit - 15);
+            }
+            else {
+                *token = (uint8_t)(lit << 4);
+            }
+            memcpy(op, anchor, lit);
+            op += lit;
+            for (;;) { /* a match, and more for as long as the next position matches */
+                size_t off = (size_t)(ip - match);
+                *op++ = (uint8_t)off;
+                *op++ = (uint8_t)(off >> 8);
+                size_t ml = kz_count(ip + 4, match + 4, matchlimit);
+                ip += 4 + ml;
+                if (ml >= 15) {
+                    *token += 15;
+                    op = kz_length(op, ml - 15);
+                }
+                else {
+                    *token += (uint8_t)ml;
+                }
+                anchor = ip;
+                if (ip > mflimit)
+                    goto last_literals;
+                table[kz_hash(ip - 2)] = (uint16_t)(ip - 2 - src);
+                uint32_t h = kz_hash(ip);
+                match = src + table[h];
+                table[h] = (uint16_t)(ip - src);
+                if (kz_read32(match) != kz_read32(ip))
+                    break;
+                token = op++;
+                *token = 0;
+            }
+            fh = kz_hash(++ip);
+        }
+    }
+last_literals:;
+    size_t run = (size_t)(iend - anchor);
+    if (run >= 15) {
+        *op++ = 15 << 4;
+        op = kz_length(op, run - 15);
+    }
+    else {
+        *op++ = (uint8_t)(run << 4);
+    }
+    memcpy(op, anchor, run);
+    op += run;
+    return (size_t)(op - dst);
+}
+
 /* -------------------------------------------------------------- compression */
 
 typedef struct {
@@ -308,11 +482,14 @@ compress_job(void *arg)
             if (j->hc) {
                 LZ4_resetStreamHC_fast(j->state, j->param);
                 r = LZ4_compress_HC_continue(j->state, p, d, PAGE, PAGE - 1);
+                size = r > 0 ? r : PAGE;
             } else {
-                LZ4_stream_t *s = LZ4_initStream(j->state, sizeof(LZ4_stream_t));
-                r = LZ4_compress_fast_continue(s, p, d, PAGE, PAGE - 1, j->param);
+                uint8_t block[KZ_BOUND(PAGE)];
+                size_t n = kz_compress((const uint8_t *)p, PAGE, block, j->param, j->state);
+                if (n < PAGE)
+                    memcpy(d, block, n);
+                size = n < PAGE ? (int)n : PAGE;
             }
-            size = r > 0 ? r : PAGE;
         }
         j->sizes[2 * k] = (unsigned char)(size & 0xff);
         j->sizes[2 * k + 1] = (unsigned char)(size >> 8);
@@ -412,15 +589,13 @@ PyDoc_STRVAR(lz4_compress_pages_doc,
 "  - same-filled (the kernel's page_same_filled(): all 8-byte words equal,\n"
 "    first word compared with the last word first): size 0, nothing\n"
 "    compressed, out slot k left as it was (unspecified content);\n"
-"  - else LZ4_compress_fast into out[k*4096:] with a capacity of 4095 bytes:\n"
-"    a block that does not fit gives size 4096 (\"store the page raw\";\n"
-"    out slot k is then unspecified);\n"
+"  - else the block the kernel's LZ4_compress_fast makes of it (kz_compress,\n"
+"    the same bytes as lz4_compress_page): a block of 4096 bytes or more\n"
+"    gives size 4096 (\"store the page raw\"; out slot k is then\n"
+"    unspecified);\n"
 "  - else size = the block's length (1..4095), at out[k*4096 : k*4096+size].\n"
-"Every block is byte-identical to lz4.block.compress(page, mode='fast',\n"
-"acceleration=acceleration, store_size=False) from python-lz4 (same LZ4\n"
-"1.9.4, same fresh-stream entry point).  `acceleration` is passed to LZ4,\n"
-"which treats < 1 as 1 and clamps the top; it must fit in a C int\n"
-"(OverflowError otherwise).\n"
+"`acceleration` as the kernel takes it: < 1 counts as 1; it must fit in a\n"
+"C int (OverflowError otherwise).\n"
 "\n"
 "Threads and the GIL: the whole page loop runs with the GIL released, so\n"
 "other Python threads (and trio) go on meanwhile.  `threads` >= 1 splits the\n"
@@ -1093,11 +1268,12 @@ PyDoc_STRVAR(lz4_compress_page_doc,
 "\n"
 "Returns bytes.\n"
 "\n"
-"One LZ4 fast-mode block of `page` (any length up to LZ4_MAX_INPUT_SIZE;\n"
-"meant for one 4 KiB page), byte-identical to lz4.block.compress(page,\n"
-"mode='fast', acceleration=acceleration, store_size=False): a fresh LZ4\n"
-"stream and a LZ4_compressBound(len) output, returned at its real length.\n"
-"No same-filled or store-raw handling.  `acceleration` must fit in a C int;\n"
+"One LZ4 fast-mode block of `page`, returned at its real length.  Up to\n"
+"65535 bytes (every page) it is the block the kernel's LZ4_compress_fast\n"
+"makes (kz_compress, as lz4_compress_pages); a longer input (up to\n"
+"LZ4_MAX_INPUT_SIZE) is compressed by liblz4 on a fresh stream, as\n"
+"python-lz4's lz4.block.compress(page, store_size=False) does.  No\n"
+"same-filled or store-raw handling.  `acceleration` must fit in a C int;\n"
 "left out, it is 1 (LZ4_ACCELERATION_DEFAULT), so the function itself can\n"
 "be a codec's compress callable, with no partial or wrapper in between.\n"
 "\n"
@@ -1123,6 +1299,16 @@ lz4_compress_page(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t n
     if (src.len > LZ4_MAX_INPUT_SIZE) {
         PyErr_Format(PyExc_OverflowError, "lz4_compress_page: input too large for LZ4 (%zd bytes)",
                      src.len);
+        goto done;
+    }
+    if (src.len <= KZ_MAX_INPUT) { /* every page: the kernel's block */
+        out = PyBytes_FromStringAndSize(NULL, KZ_BOUND(src.len));
+        if (out == NULL)
+            goto done;
+        size_t n = kz_compress(src.buf, (size_t)src.len, (uint8_t *)PyBytes_AS_STRING(out),
+                               acceleration, (uint16_t *)&state);
+        if (n != (size_t)KZ_BOUND(src.len))
+            _PyBytes_Resize(&out, (Py_ssize_t)n); /* out = NULL (error set) on failure */
         goto done;
     }
     int bound = LZ4_compressBound((int)src.len);
@@ -1506,9 +1692,11 @@ PyDoc_STRVAR(zpages_doc,
 "Single-page calls (lz4_compress_page, lz4_decompress_page) keep the GIL,\n"
 "because releasing and reacquiring it costs more than the ~5 us of work.\n"
 "\n"
-"Compressed blocks are byte-identical to python-lz4's lz4.block.compress\n"
-"(store_size=False) with the same LZ4 version (LZ4_VERSION, the linked\n"
-"library's LZ4_versionString()).  Calls are independent and thread-safe;\n"
+"LZ4 fast-mode blocks are the kernel's (its LZ4_compress_fast's parse of a\n"
+"page, implemented here); LZ4HC blocks are byte-identical to python-lz4's\n"
+"lz4.block.compress (store_size=False) with the same LZ4 version\n"
+"(LZ4_VERSION, the linked library's LZ4_versionString()).  Any LZ4 decoder\n"
+"reads both.  Calls are independent and thread-safe;\n"
 "the only global state is a pool of parked helper threads that batch calls\n"
 "hand their chunks to, one caller at a time (others start their own).");
 

@@ -22,7 +22,7 @@ def lz4_compress_pages(
 
     Returns ``(out, sizes)``: ``out`` holds page k's block at ``k*4096``,
     ``sizes`` is ``count`` little-endian uint16: 0 same-filled, 4096 store
-    raw, else the block's length (byte-identical to python-lz4 fast mode).
+    raw, else the block's length (the kernel's LZ4_compress_fast block).
     """
 
 def lz4hc_compress_pages(
@@ -68,7 +68,7 @@ def lz4_decompress_page(obj: Buffer, /) -> bytes:
     """One LZ4 block back to exactly 4096 bytes, or ValueError; keeps the GIL."""
 
 def lz4_compress_page(page: Buffer, acceleration: int = 1, /) -> bytes:
-    """One LZ4 fast-mode block of ``page`` (python-lz4 identical); keeps the GIL."""
+    """One LZ4 fast-mode block of ``page`` (the kernel's, up to 65535 bytes); keeps the GIL."""
 
 def zs_fill(
     cls: object,

@@ -2,38 +2,46 @@
 
 Format: one LZ4 block with no size header (the kernel knows the page size,
 and so do we: `dst_len`), so `lz4.block.decompress(blob, uncompressed_size=4096)`
-reads our output, and the kernel's LZ4_decompress_safe would too. (python-lz4
-compresses through a fresh LZ4 stream rather than LZ4_compress_fast_extState,
-so individual match choices, not the format, may differ from the kernel's.)
+reads our output, and the kernel's LZ4_decompress_safe would too.
+
+Same blocks as the kernel: zram calls the kernel's LZ4_compress_fast (an LZ4
+1.8 port), which parses a page with a 16-bit hash table.  python-lz4 (LZ4
+1.9.4, through a fresh stream: a 32-bit table) picks other matches: on the
+benchmark's 256 MiB, 89 % of pages came out a different length,
+`compr_data_size` 0.7 % larger and 8 % more pages huge, so `mm_stat` was not
+the kernel's.  The accelerator
+(`zramfs._zpages`, C) has its own implementation of the kernel's parse
+(`kz_compress`), so with it every page has the kernel's compressed length,
+`compr_data_size`, `huge_pages` and `mem_used_total` included
+(tests/test_fidelity.py checks them against /dev/zram0).  Without the
+accelerator (not built, or ``ZRAMFS_NO_ACCEL=1``) compression falls back to
+python-lz4: valid blocks, the same data back, sizes within ~0.5 % of the
+kernel's.
 
 `level` is LZ4's *acceleration*, exactly as the kernel passes params->level
-to LZ4_compress_fast: not set -> 1 (LZ4_ACCELERATION_DEFAULT); LZ4 itself
-treats values below 1 as 1 and clamps above 65537 (LZ4_ACCELERATION_MAX).
-We refuse only what python-lz4 cannot pass to C: values outside a C int.
+to LZ4_compress_fast: not set -> 1 (LZ4_ACCELERATION_DEFAULT); values below
+1 count as 1.  We refuse only what cannot be passed to C: values outside a C
+int.
 
 A dictionary (dict=PATH) is supported like the kernel's LZ4_loadDict +
-LZ4_compress_fast_continue path: the dictionary (its last 64 KiB) is loaded
-into a fresh stream on every call, so compression with a dictionary pays a
-dictionary hash per page (measured here: ~9 us/page without, 25-33 us with
-a 16-64 KiB dictionary); decompression uses LZ4_decompress_safe_usingDict
-and is barely slower.
+LZ4_compress_fast_continue path, through python-lz4: the dictionary (its
+last 64 KiB) is loaded into a fresh stream on every call, so compression
+with a dictionary pays a dictionary hash per page (measured here: ~9 us/page
+without, 25-33 us with a 16-64 KiB dictionary); decompression uses
+LZ4_decompress_safe_usingDict and is barely slower.
 
 Cost: on this machine a realistic 4 KiB page takes ~9 us to compress and
-~3 us to decompress with the bare python-lz4 call; this wrapper adds
-~0.1 us to each (measured on cached pages, interleaved runs).
+~3 us to decompress.
 
-Thread safety: python-lz4's block functions keep their LZ4 state on the C
-stack per call, so there is no context to share; they also drop the GIL.
+Thread safety: python-lz4's block functions and the accelerator keep their
+LZ4 state per call, so there is no context to share; both drop the GIL for
+batches.
 
-The accelerator (`zramfs._zpages`, C, linked against the system's liblz4 of
-the same LZ4 release python-lz4 bundles, so its blocks are byte-identical):
-when it is built and the codec has no dictionary, a request's pages are
-compressed and decompressed in one GIL-free call (`compress_pages`,
-`decompress_slots`), on two threads when that measures faster, and a single
-page goes through C functions without python-lz4's keyword parsing
-(`decompress_page`).  Without it (not built, or ``ZRAMFS_NO_ACCEL=1`` in the
-environment) everything works page by page through python-lz4, with the
-same results.
+With the accelerator and no dictionary, a request's pages are compressed
+and decompressed in one GIL-free call (`compress_pages`, `decompress_slots`),
+on two threads when that measures faster, and a single page goes through C
+functions without python-lz4's keyword parsing (`compress`,
+`decompress_page`).
 """
 
 from __future__ import annotations
@@ -88,14 +96,13 @@ ACCELERATED: Final = _zp is not None
 class Lz4Codec:
     """LZ4 (fast mode) for one device priority; see the module docstring.
 
-    `compress(src) -> bytes` is a functools.partial of lz4.block.compress with
-    this codec's arguments bound in `__init__`: one raw LZ4 block of `src`,
-    read in place (a memoryview slice is not copied), with no Python frame
-    and no per-call argument building on the hot path. The `dict` argument
-    is bound only when there is a dictionary, because even `dict=None`
-    costs python-lz4 a measurable extra argument parse per page.  With the
-    accelerator, fast mode at the default acceleration binds the C
-    `lz4_compress_page` itself instead (the same blocks, no keyword parsing).
+    `compress(src) -> bytes`: one raw LZ4 block of `src`, read in place (a
+    memoryview slice is not copied), with no per-call argument building on
+    the hot path.  With the accelerator (fast mode, no dictionary) it is the
+    C `lz4_compress_page` (the kernel's blocks), else a functools.partial of
+    lz4.block.compress with this codec's arguments bound in `__init__`; the
+    `dict` argument is bound only when there is a dictionary, because even
+    `dict=None` costs python-lz4 a measurable extra argument parse per page.
     """
 
     __slots__ = (
@@ -141,9 +148,14 @@ class Lz4Codec:
             self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
             self.decompress_page = _zp.lz4_decompress_page
             self.decompress_slots = _zp.lz4_read_slots
-            if not hc and level == DEFAULT_ACCELERATION:
-                # The same blocks, without python-lz4's keyword parsing.
-                self.compress = _zp.lz4_compress_page
+            if not hc:
+                # The kernel's blocks (the batch calls make the same), and
+                # no python-lz4 keyword parsing.
+                self.compress = (
+                    _zp.lz4_compress_page
+                    if level == DEFAULT_ACCELERATION
+                    else partial(_page_at, _zp.lz4_compress_page, level)
+                )
 
     def compress_pages(self, data: Buffer, pos: int, count: int, threads: int) -> list[Buffer]:
         """The blocks of the ``count`` pages of ``data`` from ``pos``, made in
@@ -185,6 +197,13 @@ class Lz4Codec:
         if len(out) != dst_len:
             raise corrupt(self.name, f"decoded {len(out)} bytes, expected {dst_len}")
         return out
+
+
+def _page_at(page_fn: Callable[[Buffer, int], bytes], acceleration: int, src: Buffer) -> bytes:
+    """``page_fn(src, acceleration)``: the accelerator's one-page call with
+    its positional acceleration bound (functools.partial binds only leading
+    arguments)."""
+    return page_fn(src, acceleration)
 
 
 BACKEND: Final = Backend(name=NAME, setup=Lz4Codec)
