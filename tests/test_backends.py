@@ -240,8 +240,9 @@ def _brotli_q(page: bytes, quality: int) -> bytes:
 
 
 def _zstd_ref(page: bytes, level: int) -> bytes:
+    # The kernel's ZSTD_getParams frame parameters: content size, no checksum.
     c = zstandard.ZstdCompressor(
-        level=level, write_checksum=False, write_content_size=False, write_dict_id=False
+        level=level, write_checksum=False, write_content_size=True, write_dict_id=True
     )
     return c.compress(page)
 
@@ -339,14 +340,35 @@ def test_lz4_and_lz4hc_write_raw_blocks() -> None:
             assert blob[:4] != struct.pack("<I", PAGE_SIZE)  # no python-lz4 size prefix
 
 
-def test_zstd_frames_carry_no_checksum_dict_id_or_content_size() -> None:
-    dictionary = b"".join(text_pages(1)[:4])
-    for params in (AlgoParams(), AlgoParams(dictionary=dictionary)):
-        blob = create_codec("zstd", params).compress(text_pages()[0])
+def test_zstd_frames_carry_the_kernels_frame_parameters() -> None:
+    """ZSTD_getParams' (the kernel's zstd_get_params): content size, no
+    checksum, a dictionary's id when it has one; a page's frame is single
+    segment with a 2-byte content size, 10 bytes of framing in all."""
+    raw = b"".join(text_pages(1)[:4])  # raw content: no id
+    trained = zstandard.train_dictionary(4096, [p[:512] for p in text_pages(2)] * 4)
+    for params, dict_id in (
+        (AlgoParams(), 0),
+        (AlgoParams(dictionary=raw), 0),
+        (AlgoParams(dictionary=trained.as_bytes()), trained.dict_id()),
+    ):
+        codec = create_codec("zstd", params)
+        blob = codec.compress(text_pages()[0])
         fp = zstandard.get_frame_parameters(blob)
-        assert fp.content_size == zstandard.CONTENTSIZE_UNKNOWN
-        assert fp.dict_id == 0 and not fp.has_checksum
-        assert blob[4] == 0  # Frame_Header_Descriptor: no FCS, no single segment, no dict id
+        assert fp.content_size == PAGE_SIZE
+        assert fp.dict_id == dict_id and not fp.has_checksum
+        if not dict_id:
+            # Frame_Header_Descriptor: 2-byte FCS, single segment; then 4096 - 256.
+            assert blob[4:7] == b"\x60\x00\x0f"
+        assert codec.decompress(blob) == text_pages()[0]
+    # A frame that claims another size, or none, is not ours: EIO before decoding.
+    codec = create_codec("zstd")
+    page = text_pages()[0]
+    no_size = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(page)
+    expect_errno(errno.EIO, codec.decompress, no_size)
+    other = zstandard.ZstdCompressor(level=3).compress(page[:4000] + bytes(95))
+    expect_errno(errno.EIO, codec.decompress, other)
+    checked = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(page)
+    expect_errno(errno.EIO, codec.decompress, checked)
 
 
 # --------------------------------------------------------------------------- dictionaries

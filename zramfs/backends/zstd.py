@@ -12,12 +12,15 @@ magic is a structured (e.g. `zstd --train` / zstandard.train_dictionary)
 dictionary, anything else is raw content. A structured dictionary that does
 not parse is refused with EINVAL at setup.
 
-Frames are kept minimal: no checksum (zram pages are in RAM, not on a wire),
-no dictionary id (the device knows its dictionary) and no content size (the
-caller passes `dst_len`). Per 4 KiB page that is 4 (magic) + 1 (frame header)
-+ 1 (window) + 3 (block header) = 9 bytes of framing. Leaving the content
-size out also makes `decompress` safe against a corrupt header: a frame that
-claims a content size cannot be ours and is rejected before python-zstandard
+Frames are the kernel's: it compresses with the parameters of
+zstd_get_params(level, PAGE_SIZE), i.e. ZSTD_getParams, whose frame
+parameters are content size on, checksum off, dictionary id on (written only
+for a dictionary that has one).  So a 4 KiB page's frame has 4 (magic) + 1
+(frame header: single segment) + 2 (content size) + 3 (block header) = 10
+bytes of framing, and the same blocks, so `compr_data_size` is a kernel zstd
+zram's.  (Until session 5 we left the content size out: one byte a page
+less than the kernel.)  `decompress` reads the header first and rejects a
+frame that does not claim exactly `dst_len` bytes, before python-zstandard
 would allocate whatever size it claims.
 
 Thread safety: zstd contexts must never be shared by threads (doing so
@@ -81,10 +84,30 @@ DEFAULT_LEVEL: Final = 3  # ZSTD_CLEVEL_DEFAULT
 MIN_LEVEL: Final = -(1 << 17)  # ZSTD_minCLevel() == -ZSTD_TARGETLENGTH_MAX
 MAX_LEVEL: Final[int] = zstandard.MAX_COMPRESSION_LEVEL  # 22
 
-# Frame_Header_Descriptor bits 7-5: Frame_Content_Size_flag and Single_Segment_flag.
-# Both are zero in every frame we write (no content size).
-_FHD_CONTENT_SIZE_BITS: Final = 0xE0
 _ZstdError: Final = zstandard.ZstdError
+_MAGIC: Final = 0xFD2FB528  # little-endian at the frame's start
+# Frame_Header_Descriptor: field sizes by Dictionary_ID_flag (bits 1-0) and by
+# Frame_Content_Size_flag (bits 7-6; flag 0 is 1 byte with Single_Segment).
+_DID_BYTES: Final = (0, 1, 2, 4)
+_FCS_BYTES: Final = (0, 2, 4, 8)
+
+
+def claimed_size(frame: Buffer) -> int:
+    """The content size a zstd frame's header claims, or -1 if it claims
+    none, carries a checksum (we never write one) or is too short."""
+    mv = memoryview(frame)
+    if len(mv) < 6 or int.from_bytes(mv[:4], "little") != _MAGIC:
+        return -1
+    fhd = mv[4]
+    if fhd & 0x04:
+        return -1
+    single = fhd & 0x20
+    fcs = _FCS_BYTES[fhd >> 6] or (1 if single else 0)
+    at = 5 + (0 if single else 1) + _DID_BYTES[fhd & 3]
+    if not fcs or len(mv) < at + fcs:
+        return -1
+    size = int.from_bytes(mv[at : at + fcs], "little")
+    return size + 256 if fcs == 2 else size
 
 
 class _Contexts(threading.local):
@@ -101,8 +124,8 @@ class _Contexts(threading.local):
             level=level,
             dict_data=zdict,
             write_checksum=False,
-            write_content_size=False,
-            write_dict_id=False,
+            write_content_size=True,
+            write_dict_id=True,
         ).compress
         dctx = zstandard.ZstdDecompressor(dict_data=zdict)
         self.decompress = dctx.decompress
@@ -112,8 +135,8 @@ class _Contexts(threading.local):
                 level,
                 source_size=PAGE_SIZE,
                 write_checksum=False,
-                write_content_size=False,
-                write_dict_id=False,
+                write_content_size=True,
+                write_dict_id=True,
             )
             cctx = zstandard.ZstdCompressor(compression_params=params)
             self.multi_compress = cctx.multi_compress_to_buffer
@@ -153,7 +176,7 @@ class ZstdCodec:
         self.batch_decompress: bool = dictionary is None
 
     def compress(self, src: Buffer) -> bytes:
-        """One minimal zstd frame of `src` with this thread's cached context."""
+        """One zstd frame of `src` (the kernel's framing) with this thread's cached context."""
         return self._tls.compress(src)
 
     def decompress(self, src: Buffer, dst_len: int = PAGE_SIZE) -> bytes:
@@ -162,8 +185,8 @@ class ZstdCodec:
         The output buffer is `dst_len` bytes (max_output_size); a frame that
         would need more fails inside zstd ("destination buffer too small").
         """
-        if len(src) < 5 or src[4] & _FHD_CONTENT_SIZE_BITS:
-            raise corrupt(self.name, "not a frame this codec wrote")
+        if claimed_size(src) != dst_len:
+            raise corrupt(self.name, f"not a frame of {dst_len} bytes as this codec writes them")
         try:
             out = self._tls.decompress(src, max_output_size=dst_len)
         except _ZstdError as e:
