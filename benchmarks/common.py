@@ -108,10 +108,12 @@ def machine() -> dict[str, Any]:
 
 def code_state() -> dict[str, str]:
     """What was measured: the checkout's HEAD and a digest of ``zramfs/**/*.py``
-    as they are on disk (uncommitted changes included), to tell runs apart."""
+    and the accelerator's C (``zramfs/**/*.c``) as they are on disk
+    (uncommitted changes included), to tell runs apart."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for p in sorted((root / "zramfs").rglob("*.py")):
+    sources = [*(root / "zramfs").rglob("*.py"), *(root / "zramfs").rglob("*.c")]
+    for p in sorted(sources):
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
     head = subprocess.run(
         ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],

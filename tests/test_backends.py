@@ -345,7 +345,9 @@ def test_zstd_frames_carry_the_kernels_frame_parameters() -> None:
     checksum, a dictionary's id when it has one; a page's frame is single
     segment with a 2-byte content size, 10 bytes of framing in all."""
     raw = b"".join(text_pages(1)[:4])  # raw content: no id
-    trained = zstandard.train_dictionary(4096, [p[:512] for p in text_pages(2)] * 4)
+    samples: list[bytes | bytearray | memoryview] = []
+    samples += [p[:512] for p in text_pages(2)] * 4
+    trained = zstandard.train_dictionary(4096, samples)
     for params, dict_id in (
         (AlgoParams(), 0),
         (AlgoParams(dictionary=raw), 0),
