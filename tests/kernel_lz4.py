@@ -12,8 +12,10 @@ C can be checked against it on any input (and both against ``/dev/zram0``,
   13 bits; the table holds offsets and starts zeroed (an empty entry points at
   offset 0, which is then compared like any other candidate);
 * looking for a match, the step starts at 1 and grows by one every 64
-  candidates (the count starts at ``acceleration << 6``); every position
-  looked at is entered in the table; no match starts past ``len - 12``;
+  candidates (the count starts at ``acceleration << 6``, in 32 bits: it
+  wraps; where it wraps to less than one step the kernel writes corrupt
+  blocks, and we use acceleration 65537 instead); every position looked at
+  is entered in the table; no match starts past ``len - 12``;
 * a match is extended backwards over equal bytes (not before the literals'
   start, not before offset 0) and forwards up to ``len - 5``;
 * after a match, positions ``ip - 2`` and ``ip`` are entered, and ``ip`` is
@@ -53,6 +55,11 @@ def compress(src: bytes, acceleration: int = 1) -> bytes:
     if n > MAX_INPUT:
         raise ValueError("the 16-bit table covers inputs up to 65535 bytes")
     acc = max(acceleration, 1)
+    if ((acc << SKIPTRIGGER) & 0xFFFFFFFF) >> SKIPTRIGGER == 0:
+        # The kernel's 32-bit search counter wraps below one step (acc a
+        # multiple of 2**26): its search stands still and writes matches at
+        # offset 0, a corrupt block.  LZ4's maximum (65537) instead.
+        acc = 65537
     out = bytearray()
     anchor = 0
     if n >= MFLIMIT + 1:

@@ -622,6 +622,60 @@ def test_compress_page_identical_to_kernel_parse() -> None:
         zp.lz4_compress_page(b"x", 1, 2)  # type: ignore[call-arg]
 
 
+def test_acceleration_wraps_as_in_the_kernel_but_never_corrupts() -> None:
+    """The kernel's search counter is ``acceleration << 6`` in 32 bits: 2**26 + 1
+    wraps to 64, i.e. parses as acceleration 1 (as the kernel's zram does);
+    multiples of 2**26 wrap to 0, where the kernel writes offset-0 matches (its
+    zram0 reads such a page back wrong): we compress at 65537 instead."""
+    src = realistic_data(1 << 20)
+    pages = [src[k * PAGE : (k + 1) * PAGE] for k in range(0, 256, 9)]
+    for page in pages:
+        assert zp.lz4_compress_page(page, (1 << 26) + 1) == zp.lz4_compress_page(page, 1)
+        for a in (1 << 26, 1 << 30, 3 << 26):
+            block = zp.lz4_compress_page(page, a)
+            assert block == zp.lz4_compress_page(page, 65537) == _ref_fast(a)(page)
+            assert lz4.block.decompress(block, uncompressed_size=PAGE) == page
+    data = b"".join(pages)
+    out, sizes = zp.lz4_compress_pages(data, 0, len(pages), 1 << 26, 2)
+    for k, page in enumerate(pages):
+        n = memoryview(sizes).cast("H")[k]
+        assert (
+            n == PAGE
+            or lz4.block.decompress(out[k * PAGE : k * PAGE + n], uncompressed_size=PAGE) == page
+        )
+
+
+_ACCELERATIONS = st.sampled_from(
+    [1, 1, 2, 7, 0, -3, 65537, 1 << 20, 1 << 26, (1 << 26) + 1, 1 << 30]
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=300),
+            st.tuples(st.binary(min_size=1, max_size=9), st.integers(1, 400)).map(
+                lambda t: t[0] * t[1]
+            ),
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 6000),
+    _ACCELERATIONS,
+)
+@FAST
+def test_any_input_matches_the_reference_and_decodes(
+    chunks: list[bytes], length: int, acceleration: int
+) -> None:
+    """Any length up to the 16-bit table's, any acceleration: the reference's
+    block, and LZ4 reads it back."""
+    data = (b"".join(chunks) * (1 + length // max(1, len(b"".join(chunks)))))[:length]
+    block = zp.lz4_compress_page(data, acceleration)
+    assert block == _ref_fast(acceleration)(data)
+    if data:
+        assert lz4.block.decompress(block, uncompressed_size=len(data)) == data
+
+
 def test_compress_page_decompress_page_round_trip() -> None:
     src = realistic_data(1 << 20)
     for k in range(0, 256, 5):

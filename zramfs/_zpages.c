@@ -311,6 +311,7 @@ chunk_bounds(Py_ssize_t count, int n, int i, Py_ssize_t *lo, Py_ssize_t *hi)
 #define KZ_LASTLITERALS 5
 #define KZ_SKIPTRIGGER 6
 #define KZ_MAX_INPUT 65535 /* 16-bit offsets */
+#define KZ_ACCELERATION_SAFE 65537u /* LZ4_ACCELERATION_MAX */
 #define KZ_BOUND(n) ((n) + (n) / 255 + 16)
 #define KZ_TABLE_BYTES (sizeof(uint16_t) << KZ_HASHLOG)
 _Static_assert(sizeof(LZ4_stream_t) >= KZ_TABLE_BYTES, "an LZ4 state holds the table");
@@ -372,6 +373,14 @@ kz_compress(const uint8_t *src, size_t len, uint8_t *dst, int acceleration, uint
     const uint8_t *ip = src, *anchor = src;
     uint8_t *op = dst;
     unsigned acc = acceleration < 1 ? 1u : (unsigned)acceleration;
+    /* The kernel's search counter is acc << 6 in 32 bits.  Where that wraps
+     * below one step (acc a multiple of 2^26) its search stands still and
+     * emits matches at offset 0: a corrupt block; this machine's zram0 with
+     * algorithm_params level=67108864 reads the page back wrong.  There we
+     * use LZ4's maximum acceleration (65537: all literals) instead.  Every
+     * other acceleration, wrapped or not, parses as the kernel's does. */
+    if ((acc << KZ_SKIPTRIGGER) >> KZ_SKIPTRIGGER == 0)
+        acc = KZ_ACCELERATION_SAFE;
 
     if (len >= KZ_MFLIMIT + 1) {
         const uint8_t *const mflimit = iend - KZ_MFLIMIT;

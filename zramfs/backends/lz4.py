@@ -20,8 +20,11 @@ kernel's.
 
 `level` is LZ4's *acceleration*, exactly as the kernel passes params->level
 to LZ4_compress_fast: not set -> 1 (LZ4_ACCELERATION_DEFAULT); values below
-1 count as 1.  We refuse only what cannot be passed to C: values outside a C
-int.
+1 count as 1; large values behave as in the kernel, whose search counter
+(``acceleration << 6``, 32 bits) wraps, except multiples of 2**26: there the
+kernel's counter wraps to 0 and it stores corrupt blocks (seen on this
+machine's zram0), and we compress at LZ4's maximum, 65537, instead.  We
+refuse only what cannot be passed to C: values outside a C int.
 
 A dictionary (dict=PATH) is supported like the kernel's LZ4_loadDict +
 LZ4_compress_fast_continue path, through python-lz4: the dictionary (its
