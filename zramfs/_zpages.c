@@ -487,10 +487,9 @@ compress_job(void *arg)
         if (same_filled(p)) {
             size = 0;
         } else {
-            int r;
             if (j->hc) {
                 LZ4_resetStreamHC_fast(j->state, j->param);
-                r = LZ4_compress_HC_continue(j->state, p, d, PAGE, PAGE - 1);
+                int r = LZ4_compress_HC_continue(j->state, p, d, PAGE, PAGE - 1);
                 size = r > 0 ? r : PAGE;
             } else {
                 uint8_t block[KZ_BOUND(PAGE)];
