@@ -207,9 +207,9 @@ async def _serve(stopping: list[bool]) -> None:
         nursery.cancel_scope.cancel()
 
 
-def serve(size: int, mountpoint: str) -> int:
+def serve(size: int, mountpoint: str, ops_class: type[BareOperations] = BareOperations) -> int:
     """Mount, serve until unmounted or signalled, unmount; the exit status."""
-    ops = BareOperations(size)
+    ops = ops_class(size)
     pyfuse3.init(ops, mountpoint, fuse_options())
     # As zramfs: unmount after terminate() or a failure; not when the kernel
     # already unmounted us (fusermount3 -u ended pyfuse3.main()).
@@ -225,7 +225,7 @@ def serve(size: int, mountpoint: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, ops_class: type[BareOperations] = BareOperations) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.bare_fs", description="a bare pyfuse3 file system (ceiling)"
     )
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.mountpoint):
         print(f"bare_fs: {args.mountpoint} is not a directory", file=sys.stderr)
         return 1
-    return serve(args.size, args.mountpoint)
+    return serve(args.size, args.mountpoint, ops_class)
 
 
 # ----------------------------------------------------------- harness side
@@ -284,8 +284,11 @@ def _stop(m: BareMount) -> None:
 
 
 @contextlib.contextmanager
-def bare_mounted(size: int, timeout: float = 20.0) -> Iterator[BareMount]:
-    """``python -m benchmarks.bare_fs`` on a fresh temporary directory.
+def bare_mounted(
+    size: int, timeout: float = 20.0, module: str = "benchmarks.bare_fs"
+) -> Iterator[BareMount]:
+    """``python -m MODULE`` (this one, or a variant built on `serve`) on a
+    fresh temporary directory.
 
     Waits for the mount, always stops the daemon and removes the directory
     afterwards (also on SIGTERM, turned into SystemExit meanwhile).  Loop
@@ -295,7 +298,7 @@ def bare_mounted(size: int, timeout: float = 20.0) -> Iterator[BareMount]:
         log = path.parent / "mnt.log"
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.bare_fs", "--size", str(size), str(path)],
+                [sys.executable, "-m", module, "--size", str(size), str(path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=REPO_ROOT,
                 # Its own session: a Ctrl-C in the terminal reaches the harness only,
                 # which detaches loop devices before stopping the daemon.

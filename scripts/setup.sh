@@ -32,12 +32,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
 fi
 
-# pyfuse3 with the fallocate patch (patches/README.md). Rebuilt only when the
-# installed copy lacks Operations.fallocate or is another version.
+# pyfuse3 with our patches (patches/README.md), applied in this order. Rebuilt
+# only when the installed copy is another version or lacks what they add.
 if ! "$VENV/bin/python" - <<PYEOF 2>/dev/null
 import importlib.metadata, sys, pyfuse3
 ok = (importlib.metadata.version("pyfuse3") == "$PYFUSE3_VERSION"
-      and hasattr(pyfuse3.Operations, "fallocate"))
+      and all(hasattr(pyfuse3.Operations, a)
+              for a in ("fallocate", "read_nowait", "write_nowait")))
 sys.exit(0 if ok else 1)
 PYEOF
 then
@@ -46,7 +47,9 @@ then
     trap 'rm -rf "$work"' EXIT
     "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$work" "pyfuse3==$PYFUSE3_VERSION"
     tar -xzf "$work/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$work"
-    (cd "$work/pyfuse3-$PYFUSE3_VERSION" && patch -p1 -s < "$OLDPWD/patches/pyfuse3-$PYFUSE3_VERSION-fallocate.patch")
+    for p in fallocate nowait; do
+        (cd "$work/pyfuse3-$PYFUSE3_VERSION" && patch -p1 -s < "$OLDPWD/patches/pyfuse3-$PYFUSE3_VERSION-$p.patch")
+    done
     "$VENV/bin/pip" install -q "$work/pyfuse3-$PYFUSE3_VERSION"
 fi
 

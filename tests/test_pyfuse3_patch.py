@@ -1,0 +1,92 @@
+"""Our pyfuse3 patches, through a real FUSE mount (patches/README.md).
+
+``read_nowait`` / ``write_nowait``: pyfuse3 calls them in the request handler
+and answers from what they return, or hands the request to the async ``read``
+/ ``write`` (see tests/nowait_fs.py for the branches).  zramfs' 4 KiB path
+depends on them being installed: without the patch the mount still works, only
+slower, so a lost patch would otherwise go unnoticed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+import pyfuse3
+import pytest
+
+from benchmarks.bare_fs import BareMount, bare_mounted
+
+PAGE = 4096
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+
+
+def test_installed_pyfuse3_has_the_patches() -> None:
+    assert hasattr(pyfuse3.Operations, "fallocate")
+    assert pyfuse3.Operations.read_nowait is None  # the default: no fast path
+    assert pyfuse3.Operations.write_nowait is None
+
+
+@pytest.fixture(scope="module")
+def nowait_mount() -> Iterator[BareMount]:
+    with bare_mounted(16 * PAGE, module="tests.nowait_fs") as m:
+        yield m
+
+
+def pread(m: BareMount, off: int, size: int) -> bytes:
+    fd = os.open(m.image(), os.O_RDONLY)
+    try:
+        return os.pread(fd, size, off)
+    finally:
+        os.close(fd)
+
+
+def pwrite(m: BareMount, off: int, data: bytes) -> int:
+    fd = os.open(m.image(), os.O_WRONLY)
+    try:
+        return os.pwrite(fd, data, off)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("page", "expect"),
+    [(0, b"N"), (1, b"\0"), (3, b"\0"), (4, b"\0"), (5, b"M"), (6, b"\0")],
+)
+def test_read_nowait_answers_or_passes_on(
+    nowait_mount: BareMount, page: int, expect: bytes
+) -> None:
+    for size in (1, 100, PAGE, 2 * PAGE):
+        assert pread(nowait_mount, page * PAGE, size) == expect * size
+
+
+def test_read_nowait_fuse_error_is_the_reply(nowait_mount: BareMount) -> None:
+    with pytest.raises(OSError) as ei:
+        pread(nowait_mount, 2 * PAGE, PAGE)
+    assert ei.value.errno == errno.ENOLINK
+
+
+def test_read_nowait_failures_are_logged(nowait_mount: BareMount) -> None:
+    pread(nowait_mount, 3 * PAGE, PAGE)
+    pread(nowait_mount, 4 * PAGE, PAGE)
+    log = nowait_mount.log_text()
+    assert "read_nowait failed on purpose" in log
+    assert "read_nowait() failed; passing the request to read()" in log
+
+
+def test_write_nowait_answers_or_passes_on(nowait_mount: BareMount) -> None:
+    m = nowait_mount
+    assert pwrite(m, 8 * PAGE, b"a" * PAGE) == PAGE  # answered, nothing stored
+    assert pread(m, 8 * PAGE, PAGE) == bytes(PAGE)
+    assert pwrite(m, 9 * PAGE, b"b" * PAGE) == PAGE  # passed on: stored
+    assert pread(m, 9 * PAGE, PAGE) == b"b" * PAGE
+    with pytest.raises(OSError) as ei:
+        pwrite(m, 10 * PAGE, b"c" * PAGE)
+    assert ei.value.errno == errno.ENOLINK
+    assert pread(m, 10 * PAGE, PAGE) == bytes(PAGE)
+    assert pwrite(m, 11 * PAGE, b"d" * 100) == 100  # failed: logged, passed on
+    assert pread(m, 11 * PAGE, 100) == b"d" * 100
+    assert "write_nowait failed on purpose" in m.log_text()
+    assert pwrite(m, 12 * PAGE, b"e" * PAGE) == 1  # its count is the reply
