@@ -42,6 +42,7 @@
 #include <unistd.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <lz4.h>
 #include <lz4hc.h>
@@ -1367,6 +1368,10 @@ PyDoc_STRVAR(zs_fill_doc,
 "machine, more than the copies.  Keeps the GIL (short, and it touches\n"
 "Python objects).");
 
+static PyObject *s_image, *s_id, *s_dev_lock, *s_words, *s_stats, *s_acquired, *s_disksize,
+    *s_table, *s_pool, *s_comps, *s_clock, *s_views, *s_bstat, *s_attr, *s_handle,
+    *s_in_flight, *s_busy_since, *s_io_ticks, *s_time_in_queue, *s_read_ticks, *s_read_ios,
+    *s_read_sectors, *s_decompress_slots;
 static PyObject *s_inuse, *s_freeobj, *s_shift, *s_bvs, *s_hbase, *s_hdr, *s_wsize, *s_objs,
     *s_fg, *s_groups, *s_mask, *s_used, *s_popitem;
 
@@ -1378,6 +1383,15 @@ intern_names(void)
         {&s_hbase, "hbase"}, {&s_hdr, "hdr"}, {&s_wsize, "wsize"}, {&s_objs, "objs"},
         {&s_fg, "fg"}, {&s_groups, "groups"}, {&s_mask, "mask"}, {&s_used, "used"},
         {&s_popitem, "popitem"},
+        /* read_nowait */
+        {&s_image, "image"}, {&s_id, "id"}, {&s_dev_lock, "dev_lock"}, {&s_words, "words"},
+        {&s_stats, "stats"}, {&s_acquired, "acquired"}, {&s_disksize, "disksize"},
+        {&s_table, "table"}, {&s_pool, "pool"}, {&s_comps, "comps"}, {&s_clock, "clock"},
+        {&s_views, "_views"}, {&s_bstat, "bstat"}, {&s_attr, "attr"}, {&s_handle, "handle"},
+        {&s_in_flight, "in_flight"}, {&s_busy_since, "_busy_since_ns"},
+        {&s_io_ticks, "io_ticks"}, {&s_time_in_queue, "time_in_queue"},
+        {&s_read_ticks, "read_ticks"}, {&s_read_ios, "read_ios"},
+        {&s_read_sectors, "read_sectors"}, {&s_decompress_slots, "decompress_slots"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL) {
@@ -1669,6 +1683,267 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------- the read fast path */
+
+/*
+ * A 4 KiB read served in the pyfuse3 request handler itself
+ * (Operations.read_nowait, patches/pyfuse3-3.5.0-nowait.patch): no
+ * coroutine, no Python frame.  It is ZramOperations.read + ZramDevice.read's
+ * path for a read whose slots all hold pages in RAM, written against the
+ * Python objects, which stay the only state: every call looks the device up
+ * again (handle -> image device -> registry), reads its lock word, table,
+ * views, codec and clock, and gives up (returns None, having changed
+ * nothing) whenever the Python path would do anything but decode: a
+ * control file, a removed or uninitialized device, a device lock held or
+ * awaited by a writer, an unaligned or long request, a request past the
+ * end, a slot that is locked, written back or recompressed, a codec other
+ * than the accelerated lz4, any error.  Then pyfuse3 calls the async
+ * `read`, which does it all again the general way (and raises what it
+ * must).  A served read leaves what the Python path would: the slots'
+ * ac_time stamped, one more grant in the device lock's stats, the block
+ * statistics (read_ios, read_sectors, ticks) counted.  It holds the device
+ * lock's share only while it runs, i.e. not at all as far as any task can
+ * see: it never lets trio run.
+ */
+
+
+/* obj.name += delta (a Python int attribute); -1 on error. */
+static int
+attr_add(PyObject *obj, PyObject *name, long long delta)
+{
+    PyObject *v = PyObject_GetAttr(obj, name), *d, *r;
+    if (v == NULL)
+        return -1;
+    d = PyLong_FromLongLong(delta);
+    r = d == NULL ? NULL : PyNumber_Add(v, d);
+    Py_DECREF(v);
+    Py_XDECREF(d);
+    if (r == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, r);
+    Py_DECREF(r);
+    return rc;
+}
+
+static long long
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The device's attribute `name`, a new reference; NULL (error cleared) if absent. */
+static PyObject *
+get(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+/* Everything but the bookkeeping after a successful decode: returns the
+ * pages (new reference), or NULL with no exception set: "not here". */
+static PyObject *
+read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyObject **dl_out,
+                  Py_ssize_t *bytes_out)
+{
+    /* cfg: (handles, devices, layout, max_pages, lock_busy, reader_mask, actime_shift) */
+    PyObject *handles = PyTuple_GET_ITEM(cfg, 0), *devices = PyTuple_GET_ITEM(cfg, 1);
+    PyObject *layout = PyTuple_GET_ITEM(cfg, 2);
+    Py_ssize_t max_pages = PyLong_AsSsize_t(PyTuple_GET_ITEM(cfg, 3));
+    unsigned long long busy = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 4));
+    unsigned long long rmask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 5));
+    long shift = PyLong_AsLong(PyTuple_GET_ITEM(cfg, 6));
+    PyObject *h, *dev = NULL, *id = NULL, *dl = NULL, *words = NULL, *table = NULL;
+    PyObject *pool = NULL, *comps = NULL, *comp = NULL, *fn = NULL, *clock = NULL;
+    PyObject *t = NULL, *views = NULL, *attr = NULL, *handle = NULL, *out = NULL;
+    PyObject *first_o = NULL, *stop_o = NULL, *now_o = NULL, *one = NULL;
+    Py_ssize_t off, size, disksize;
+
+    if (PyErr_Occurred())
+        goto fail;
+    h = PyDict_GetItemWithError(handles, args[0]); /* borrowed */
+    if (h == NULL)
+        goto fail;
+    dev = get(h, s_image);
+    if (dev == NULL || dev == Py_None)
+        goto fail;
+    id = get(dev, s_id);
+    if (id == NULL || PyDict_GetItemWithError(devices, id) != dev)
+        goto fail;
+    off = PyLong_AsSsize_t(args[1]);
+    size = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred() || off < 0 || size <= 0 || off % PAGE || size % PAGE
+        || size / PAGE > max_pages)
+        goto fail;
+    /* The device lock: a share is what try_read() would grant. */
+    dl = get(dev, s_dev_lock);
+    words = dl == NULL ? NULL : get(dl, s_words);
+    if (words == NULL || !PyList_Check(words) || PyList_GET_SIZE(words) != 1)
+        goto fail;
+    {
+        unsigned long long w = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(words, 0));
+        if (PyErr_Occurred() || (w & busy) || (w & rmask) == rmask)
+            goto fail;
+    }
+    t = get(dev, s_disksize);
+    if (t == NULL)
+        goto fail;
+    disksize = PyLong_AsSsize_t(t);
+    Py_CLEAR(t);
+    if (PyErr_Occurred() || off >= disksize || size > disksize - off)
+        goto fail;
+    table = get(dev, s_table);
+    pool = get(dev, s_pool);
+    if (table == NULL || table == Py_None || pool == NULL || pool == Py_None)
+        goto fail;
+    comps = get(dev, s_comps);
+    if (comps == NULL || !PyList_Check(comps) || PyList_GET_SIZE(comps) < 1)
+        goto fail;
+    comp = Py_NewRef(PyList_GET_ITEM(comps, 0));
+    fn = get(comp, s_decompress_slots);
+    if (fn == NULL || !PyCFunction_Check(fn)
+        || PyCFunction_GET_FUNCTION(fn) != (PyCFunction)(void (*)(void))lz4_read_slots)
+        goto fail;
+    clock = get(dev, s_clock);
+    if (clock == NULL)
+        goto fail;
+    t = PyObject_CallNoArgs(clock);
+    if (t == NULL)
+        goto fail;
+    {
+        unsigned long long secs = PyLong_AsUnsignedLongLong(t);
+        if (PyErr_Occurred() || shift < 0 || shift > 63)
+            goto fail;
+        now_o = PyLong_FromUnsignedLongLong(secs << shift);
+    }
+    views = get(dev, s_views);
+    attr = get(table, s_attr);
+    handle = get(table, s_handle);
+    first_o = PyLong_FromSsize_t(off / PAGE);
+    stop_o = PyLong_FromSsize_t((off + size) / PAGE);
+    one = PyLong_FromLong(1);
+    if (now_o == NULL || views == NULL || attr == NULL || handle == NULL || first_o == NULL
+        || stop_o == NULL || one == NULL)
+        goto fail;
+    {
+        PyObject *call[8] = {views, attr, handle, first_o, stop_o, layout, now_o, one};
+        out = lz4_read_slots(NULL, call, 8);
+    }
+    if (out == Py_None)
+        Py_CLEAR(out);
+    if (out != NULL) {
+        *dev_out = Py_NewRef(dev);
+        *dl_out = Py_NewRef(dl);
+        *bytes_out = size;
+    }
+fail:
+    PyErr_Clear();
+    Py_XDECREF(dev);
+    Py_XDECREF(id);
+    Py_XDECREF(dl);
+    Py_XDECREF(words);
+    Py_XDECREF(table);
+    Py_XDECREF(pool);
+    Py_XDECREF(comps);
+    Py_XDECREF(comp);
+    Py_XDECREF(fn);
+    Py_XDECREF(clock);
+    Py_XDECREF(t);
+    Py_XDECREF(views);
+    Py_XDECREF(attr);
+    Py_XDECREF(handle);
+    Py_XDECREF(first_o);
+    Py_XDECREF(stop_o);
+    Py_XDECREF(now_o);
+    Py_XDECREF(one);
+    return out;
+}
+
+PyDoc_STRVAR(read_nowait_doc,
+"read_nowait($module, cfg, fh, off, size, /)\n"
+"--\n"
+"\n"
+"Returns bytes, or None.\n"
+"\n"
+"pyfuse3's Operations.read_nowait for zramfs (bound with functools.partial\n"
+"to cfg = (handles, devices, layout, max_pages, lock_busy, reader_mask,\n"
+"actime_shift)): the image file's read of whole pages, at most max_pages,\n"
+"when every slot holds a page in RAM and the primary codec is the\n"
+"accelerated lz4, done here and counted as ZramDevice.read counts it; None,\n"
+"having changed nothing, for anything else (the caller then awaits the\n"
+"async read).  Never raises.  See the comment above it in _zpages.c for\n"
+"which attributes of ZramOperations / ZramDevice it reads.");
+
+static PyObject *
+read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *dev = NULL, *dl = NULL, *out, *b = NULL, *ls = NULL;
+    Py_ssize_t nbytes = 0;
+
+    if (!nargs_ok("read_nowait", nargs, 4))
+        return NULL;
+    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "read_nowait: cfg must be a tuple of 7");
+        return NULL;
+    }
+    long long t0 = mono_ns();
+    out = read_nowait_serve(args[0], args + 1, &dev, &dl, &nbytes);
+    if (out == NULL)
+        Py_RETURN_NONE;
+    /* Served: the slots are stamped, so from here the read counts, come what
+     * may.  As DevLock.try_read() + ZramDevice.read's BlockStat.start/done. */
+    long long t1 = mono_ns();
+    long long ms = (t1 - t0) / 1000000;
+    ls = get(dl, s_stats);
+    b = get(dev, s_bstat);
+    if (ls == NULL || attr_add(ls, s_acquired, 1) < 0 || b == NULL)
+        goto done;
+    {
+        PyObject *inf = get(b, s_in_flight);
+        int idle = inf != NULL && PyLong_Check(inf) && PyLong_AsLong(inf) == 0;
+        Py_XDECREF(inf);
+        if (idle) {
+            PyObject *since = PyLong_FromLongLong(t0);
+            if (since == NULL || PyObject_SetAttr(b, s_busy_since, since) < 0) {
+                Py_XDECREF(since);
+                goto done;
+            }
+            Py_DECREF(since);
+            if (ms && attr_add(b, s_io_ticks, ms) < 0)
+                goto done;
+        }
+    }
+    if (ms && (attr_add(b, s_time_in_queue, ms) < 0 || attr_add(b, s_read_ticks, ms) < 0))
+        goto done;
+    if (attr_add(b, s_read_ios, 1) < 0 || attr_add(b, s_read_sectors, nbytes >> 9) < 0)
+        goto done;
+done:
+    PyErr_Clear();
+    Py_XDECREF(ls);
+    Py_XDECREF(b);
+    Py_XDECREF(dev);
+    Py_XDECREF(dl);
+    return out;
+}
+
+PyDoc_STRVAR(boottime_seconds_doc,
+"boottime_seconds($module, /)\n"
+"--\n"
+"\n"
+"(u32)ktime_get_boottime_seconds(): CLOCK_BOOTTIME's whole seconds, mod 2**32.");
+
+static PyObject *
+boottime_seconds(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromUnsignedLong((unsigned long)((uint64_t)ts.tv_sec & 0xFFFFFFFFu));
+}
+
 /* ------------------------------------------------------------------- module */
 
 static PyMethodDef zpages_methods[] = {
@@ -1687,6 +1962,8 @@ static PyMethodDef zpages_methods[] = {
      lz4_decompress_page_doc},
     {"lz4_compress_page", (PyCFunction)(void (*)(void))lz4_compress_page, METH_FASTCALL,
      lz4_compress_page_doc},
+    {"read_nowait", (PyCFunction)(void (*)(void))read_nowait, METH_FASTCALL, read_nowait_doc},
+    {"boottime_seconds", boottime_seconds, METH_NOARGS, boottime_seconds_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1719,6 +1996,8 @@ static struct PyModuleDef zpages_module = {
 PyMODINIT_FUNC
 PyInit__zpages(void)
 {
+    if (intern_names() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&zpages_module);
     if (m == NULL)
         return NULL;

@@ -84,3 +84,13 @@ def zs_fill(
     """``ZsPool.store_many``'s fill loop for one non-huge class on the pool's
     own state: objects ``ks[i:]`` into fresh ``zspages`` or, if None, the
     class's partial zspages fullest first; returns the next index in ``ks``."""
+
+def read_nowait(
+    cfg: tuple[object, ...], fh: int, off: int, size: int, /
+) -> bytes | None:
+    """pyfuse3's ``Operations.read_nowait`` for zramfs: see
+    `zramfs.core.device.read_fast_path`, which binds ``cfg``.  Never raises
+    for a request: None means "take the async read"."""
+
+def boottime_seconds() -> int:
+    """``(u32)ktime_get_boottime_seconds()``."""

@@ -34,18 +34,19 @@ import os
 import stat as stat_mod
 import time
 from array import array as _array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import trio
 
 from ..backends import BACKEND_NAMES, DEFAULT_ALGORITHM, create_codec
 from ..backends.base import AlgoParams, Buffer, Codec
+from ..backends.lz4 import _zp
 from ..errors import ZramError, einval
 from . import kparse, postprocess
 from .backing import BackingStore, _on_zramfs
-from .entrylock import LOCK_MASK, WRITER, DevLock, LockStats
+from .entrylock import LOCK_MASK, READER_MASK, WAITERS, WRITER, DevLock, LockStats
 from .slots import (
     ACTIME_MASK,
     ACTIME_SHIFT,
@@ -223,9 +224,44 @@ _EXPLORE = 32  # every 32nd long batch tries the way currently judged slower
 _offload_stats: dict[tuple[str, int | None], list[int]] = {}
 
 
-def boottime_seconds() -> int:
+def _py_boottime_seconds() -> int:
     """``(u32)ktime_get_boottime_seconds()``: what slots record as ac_time."""
     return int(time.clock_gettime(time.CLOCK_BOOTTIME)) & 0xFFFFFFFF
+
+
+# The same in C when the accelerator is built: the 4 KiB read path calls it
+# per request, and the C read fast path calls it without a Python frame.
+boottime_seconds: Callable[[], int] = (
+    _zp.boottime_seconds if _zp is not None else _py_boottime_seconds
+)
+
+
+def read_fast_path(
+    handles: Mapping[int, object], devices: Mapping[int, ZramDevice]
+) -> Callable[[int, int, int], bytes | None] | None:
+    """pyfuse3's ``Operations.read_nowait`` for a mount (None without the accelerator).
+
+    ``zramfs._zpages.read_nowait``, bound to the mount's handle table and
+    device registry (both dicts changed in place, never replaced) and to this
+    module's slot-word layout: a read of whole pages of an image file, fewer
+    than a joined read would split over threads, whose slots all hold pages
+    in RAM, on a live initialized device with the accelerated lz4 and no
+    writer at its device lock, is served in pyfuse3's request handler with
+    no coroutine and no Python frame, with the effects `read` would have
+    (ac_time, block statistics, the device lock's grant count).  For every
+    other request it returns None, having done nothing, and the request
+    takes `ZramDevice.read` (tests/test_nowait.py runs both on the same
+    states).  The C reads these attributes of the handle (``image``), the
+    device (``id``, ``dev_lock.words``/``.stats``, ``disksize``, ``table``,
+    ``pool``, ``comps[0].decompress_slots``, ``clock``, ``_views``,
+    ``bstat``) and the table (``attr``, ``handle``): renaming one of them
+    turns the fast path off (it answers None), which those tests catch.
+    """
+    if _zp is None:
+        return None
+    max_pages = JOIN_SPLIT_MIN_PAGES - 1 if PARALLEL else 1 << 40
+    cfg = (handles, devices, _LAYOUT, max_pages, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT)
+    return partial(_zp.read_nowait, cfg)
 
 
 def _no_codec(src: Buffer) -> bytes:
@@ -716,6 +752,9 @@ class ZramDevice:
             raise einval("negative offset")
         if n == 0:
             return 0
+        done = self.write_nowait(offset, data)  # one page (4 KiB random I/O)
+        if done is not None:
+            return done
         dl = self.dev_lock  # `async with dl.read()`, without the guard's frames
         if not dl.try_read():
             await dl.wait_read()
@@ -729,35 +768,70 @@ class ZramDevice:
             end = min(offset + n, self.disksize)
             self._actime = self.clock() << ACTIME_SHIFT
             t0 = _perf_ns()
-            b = self.bstat
-            if not b.in_flight:  # BlockStat.start(t0)
-                b._busy_since_ns = t0
-            b.in_flight += 1
+            self.bstat.start(t0)
             try:
-                # One whole page (4 KiB random I/O): `_store_run` straight
-                # away; a slot somebody holds (nothing stored then) takes the
-                # general path, which waits.
-                if not (
-                    n == PAGE_SIZE
-                    and not offset & _PAGE_MASK
-                    and self._store_run(table, pool, offset >> PAGE_SHIFT, data, 0, 0, 1)
-                ):
-                    await self._write_range(table, pool, offset, data[: end - offset])
+                await self._write_range(table, pool, offset, data[: end - offset])
             except Exception as exc:
-                self.stats.failed_writes += 1
-                err = io_error(exc, "write")
-                if err.errno == errno.ENOMEM:
-                    raise ZramError(errno.EIO, "mem_limit reached") from None
-                if err is exc:
-                    raise
-                raise err from None
+                self._write_failed(exc)
             finally:
-                b.write_ticks += b.done(_perf_ns(), t0)
-                b.write_ios += 1
-                b.write_sectors += (end - offset) >> SECTOR_SHIFT
+                self.bstat.write_done(_perf_ns(), t0, end - offset)
             return end - offset
         finally:
             dl.release_read()
+
+    def write_nowait(self, offset: int, data: bytes) -> int | None:
+        """`write` of one aligned whole page when that needs no ``await``.
+
+        Returns ``len(data)`` with the page stored (`_store_run`, inline
+        compression) and counted as `write` counts it, or None having
+        changed nothing, for the caller to await `write`: another size or
+        alignment, past the end, an uninitialized device, or the slot or the
+        device lock held or awaited.  Raises what `write` raises when the
+        store fails (EIO at mem_limit, a codec failure).  `write` starts
+        here; pyfuse3 calls it directly through ``ZramOperations.write_nowait``
+        (no coroutine per 4 KiB write).
+        """
+        if len(data) != PAGE_SIZE or offset & _PAGE_MASK or not 0 <= offset < self.disksize:
+            return None
+        table = self.table
+        pool = self.pool
+        if table is None or pool is None:
+            return None
+        idx = offset >> PAGE_SHIFT
+        if table.attr[idx] & LOCK_MASK:  # held or awaited: `write` queues for it
+            return None
+        dl = self.dev_lock
+        if not dl.try_read():
+            return None
+        try:
+            self._actime = self.clock() << ACTIME_SHIFT
+            t0 = _perf_ns()
+            b = self.bstat  # BlockStat.start / write_done, inlined (the 4 KiB path)
+            if not b.in_flight:
+                b._busy_since_ns = t0
+            b.in_flight += 1
+            try:
+                self._store_run(table, pool, idx, data, 0, 0, 1)  # the slot is free: stores
+            except Exception as exc:
+                self._write_failed(exc)
+            finally:
+                b.write_ticks += b.done(_perf_ns(), t0)
+                b.write_ios += 1
+                b.write_sectors += PAGE_SIZE >> SECTOR_SHIFT
+            return PAGE_SIZE
+        finally:
+            dl.release_read()
+
+    def _write_failed(self, exc: Exception) -> NoReturn:
+        """Raise what a failed write raises (``failed_writes`` counted): its
+        `io_error`, with mem_limit's ENOMEM as EIO, as zram_write_page."""
+        self.stats.failed_writes += 1
+        err = io_error(exc, "write")
+        if err.errno == errno.ENOMEM:
+            raise ZramError(errno.EIO, "mem_limit reached") from None
+        if err is exc:
+            raise exc
+        raise err from None
 
     async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
         n = len(data)

@@ -311,10 +311,16 @@ class DevLock:
     simply queue.
     """
 
-    __slots__ = ("_locks", "try_read", "release_read")
+    __slots__ = ("_locks", "words", "stats", "try_read", "release_read")
 
     def __init__(self) -> None:
-        self._locks = EntryLocks([0])
+        # `words` (the lock's one-word table) and `stats` are read, and
+        # stats.acquired counted, by the C read fast path
+        # (`zramfs._zpages.read_nowait`), which serves a read only when
+        # `try_read` would grant a share.
+        self.words: list[int] = [0]
+        self._locks = EntryLocks(self.words)
+        self.stats: LockStats = self._locks.stats
         # The 4 KiB data path's form of ``async with read():`` — no guard
         # object, no ``__aenter__``/``__aexit__`` coroutines, and C-level
         # partials instead of Python frames (docs/profile.md, "4 KiB
@@ -337,10 +343,6 @@ class DevLock:
     @property
     def locked_exclusive(self) -> bool:
         return self._locks.holds_writer(0)
-
-    @property
-    def stats(self) -> LockStats:
-        return self._locks.stats
 
     @property
     def queued_tasks(self) -> int:

@@ -106,6 +106,12 @@ class BlockStat:
             self.io_ticks += (now_ns - self._busy_since_ns) // 1_000_000
         return ms
 
+    def write_done(self, now_ns: int, started_ns: int, nbytes: int) -> None:
+        """Close one write of ``nbytes``."""
+        self.write_ticks += self.done(now_ns, started_ns)
+        self.write_ios += 1
+        self.write_sectors += nbytes >> 9
+
     def format(self) -> bytes:
         """``part_stat_show``: 17 fields, ``%8lu``-style, one space apart."""
         fields = (

@@ -1,0 +1,412 @@
+"""pyfuse3's synchronous handlers as zramfs implements them (our pyfuse3 patch,
+patches/README.md): the C read fast path (`zramfs.core.device.read_fast_path`,
+``Operations.read_nowait``) and ``write_nowait`` (one page stored inline),
+against the async ``read`` / ``write`` they short-cut.
+
+Twin mounts, in process, go through the same history; then every request is
+answered on one twin as pyfuse3 answers it (``read_nowait``, and the async
+``read`` when that returns None) and on the other by the async ``read`` alone.
+Results, slot words, block statistics, ``mm_stat``/``io_stat`` and the device
+lock's grant count must be equal afterwards, and the fast path must have served
+exactly the requests it is meant to serve: a fast path that silently gave up
+on everything (say, after an attribute was renamed) fails here too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import pytest
+
+from tests.devutil import io, mm, pool, store, table
+from zramfs.backends.lz4 import ACCELERATED
+from zramfs.core.device import JOIN_SPLIT_MIN_PAGES, PARALLEL, ZramDevice, boottime_seconds
+from zramfs.core.registry import ZramRegistry
+from zramfs.core.slots import ACTIME_SHIFT, PRIO_MASK, SIZE_MASK, WB
+from zramfs.core.zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT
+from zramfs.fs.ops import ZramOperations
+
+pytestmark = pytest.mark.skipif(not ACCELERATED, reason="the C accelerator is not built")
+
+PAGE = 4096
+NPAGES = 256  # a 1 MiB device
+MAX_FAST = JOIN_SPLIT_MIN_PAGES - 1 if PARALLEL else NPAGES
+
+
+Pre = Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class Twin:
+    ops: ZramOperations
+    dev: ZramDevice
+    fh: int
+    now: list[int]
+
+
+async def twin(alg: bytes | None = None, pre: Pre = ()) -> Twin:
+    """A mount with one device: ``comp_algorithm`` = ``alg``, the ``pre``
+    stores, then ``disksize`` 1 MiB and the image open."""
+    reg = ZramRegistry(1)
+    ops = ZramOperations(reg)
+    dev = reg.devices[0]
+    now = [1000]
+    dev.clock = lambda: now[0]
+    if alg is not None:
+        await store(dev, "comp_algorithm", alg)
+    for name, value in pre:
+        await store(dev, name, value)
+    await store(dev, "disksize", b"%d" % (NPAGES * PAGE))
+    fi = await ops.open(ops.tree.image_inode(0), os.O_RDWR, None)  # type: ignore[arg-type]
+    return Twin(ops, dev, fi.fh, now)
+
+
+def nowait(ops: ZramOperations) -> Callable[[int, int, int], bytes | None]:
+    fn = ops.read_nowait
+    assert fn is not None, "read_fast_path() gave no fast path"
+    return fn  # type: ignore[no-any-return]
+
+
+def mixed_pages(seed: int) -> bytes:
+    """Compressible, huge, same-filled, zero and partly written pages."""
+    r = random.Random(seed)
+    words = [b"zram", b"slot", b"page", b"lock", b"trio", b"swap", b"\n"]
+    out = []
+    for i in range(NPAGES):
+        kind = i % 5
+        if kind == 0:
+            out.append(r.randbytes(PAGE))  # huge
+        elif kind == 1:
+            out.append(bytes([i % 251]) * PAGE)  # same-filled
+        elif kind == 2 and i % 3 == 0:
+            out.append(bytes(PAGE))  # zero
+        else:
+            text = b" ".join(r.choice(words) for _ in range(PAGE // 3))
+            out.append(text[:PAGE])
+    return b"".join(out)
+
+
+async def fill(t: Twin, seed: int = 1) -> bytes:
+    data = mixed_pages(seed)
+    # Leave the last 16 pages unwritten (never-allocated slots).
+    for off in range(0, (NPAGES - 16) * PAGE, 64 * PAGE):
+        n = min(64 * PAGE, (NPAGES - 16) * PAGE - off)
+        assert await t.ops.write(t.fh, off, data[off : off + n]) == n
+    return data[: (NPAGES - 16) * PAGE] + bytes(16 * PAGE)
+
+
+def state(t: Twin) -> tuple[object, ...]:
+    b = t.dev.bstat
+    tb = t.dev.table
+    return (
+        None if tb is None else tb.attr.tolist(),
+        None if tb is None else tb.handle.tolist(),
+        (b.read_ios, b.read_sectors, b.in_flight, b.write_ios, b.write_sectors),
+        mm(t.dev),
+        io(t.dev),
+        t.dev.dev_lock.stats.acquired,
+        t.dev.dev_lock.words[0],
+    )
+
+
+async def as_pyfuse3(t: Twin, off: int, size: int) -> tuple[bytes | str, bool]:
+    """What a reader gets, and whether ``read_nowait`` answered."""
+    fast = nowait(t.ops)(t.fh, off, size)
+    if fast is not None:
+        return fast, True
+    try:
+        return await t.ops.read(t.fh, off, size), False
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno], False
+
+
+async def as_async(t: Twin, off: int, size: int) -> bytes | str:
+    try:
+        return await t.ops.read(t.fh, off, size)
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno]
+
+
+Setup = Callable[[Twin], Awaitable[None]]
+
+
+async def compare(
+    setup: Setup,
+    requests: list[tuple[int, int]],
+    alg: bytes | None = None,
+    pre: Pre = (),
+    pre_b: Pre | None = None,
+) -> list[bool]:
+    """Run ``requests`` on twins after ``setup``; which ones the fast path served.
+    (``pre_b``: the second twin's ``pre``, when it must differ: a backing file.)"""
+    a, b = await twin(alg, pre), await twin(alg, pre if pre_b is None else pre_b)
+    for t in (a, b):
+        await setup(t)
+    assert state(a) == state(b)
+    served = []
+    for i, (off, size) in enumerate(requests):
+        a.now[0] = b.now[0] = 2000 + i  # every read stamps a new ac_time
+        got, fast = await as_pyfuse3(a, off, size)
+        assert got == await as_async(b, off, size), (off, size)
+        assert state(a) == state(b), (off, size)
+        served.append(fast)
+    return served
+
+
+def pages(*spans: tuple[int, int]) -> list[tuple[int, int]]:
+    return [(first * PAGE, n * PAGE) for first, n in spans]
+
+
+async def written(t: Twin) -> None:
+    await fill(t)
+
+
+async def test_whole_page_reads_are_served_and_equal() -> None:
+    reqs = pages(*[(i, 1) for i in range(NPAGES)], (0, 16), (3, 64), (0, MAX_FAST), (200, 56))
+    served = await compare(written, reqs)
+    assert all(served)
+
+
+async def test_data_and_ac_time_are_the_async_reads() -> None:
+    t = await twin()
+    data = await fill(t)
+    t.now[0] = 4242
+    for i in range(NPAGES):
+        assert nowait(t.ops)(t.fh, i * PAGE, PAGE) == data[i * PAGE : (i + 1) * PAGE]
+    attr = table(t.dev).attr
+    stamped = [attr[i] >> ACTIME_SHIFT for i in range(NPAGES) if attr[i] & SIZE_MASK]
+    assert stamped and set(stamped) == {4242}
+
+
+async def test_default_clock_is_boottime() -> None:
+    reg = ZramRegistry(1)
+    ops = ZramOperations(reg)
+    dev = reg.devices[0]
+    await store(dev, "disksize", b"64K")
+    fi = await ops.open(ops.tree.image_inode(0), os.O_RDWR, None)  # type: ignore[arg-type]
+    await ops.write(fi.fh, 0, b"x" * 100 + bytes(PAGE - 100))
+    before = boottime_seconds()
+    assert nowait(ops)(fi.fh, 0, PAGE) == b"x" * 100 + bytes(PAGE - 100)
+    assert before <= table(dev).attr[0] >> ACTIME_SHIFT <= boottime_seconds()
+
+
+async def test_requests_it_leaves_to_read() -> None:
+    reqs = [
+        (100, PAGE),  # unaligned offset
+        (0, 100),  # part of a page
+        (PAGE, PAGE + 1),
+        (0, MAX_FAST * PAGE + PAGE),  # long: the async read may split it over threads
+        (NPAGES * PAGE, PAGE),  # at the end: b""
+        ((NPAGES - 1) * PAGE, 2 * PAGE),  # past the end: short
+        (0, 0),
+    ]
+    served = await compare(written, reqs)
+    if MAX_FAST + 1 > NPAGES:
+        served[3] = False
+    assert not any(served)
+
+
+async def test_locked_slot_or_device_goes_to_read() -> None:
+    # (The async read would wait for these locks: only the fast path is run.)
+    t = await twin()
+    data = await fill(t)
+    fast = nowait(t.ops)
+    locks = table(t.dev).locks
+    assert locks.try_lock_shared(7)  # a reader mid-await
+    before = state(t)
+    assert fast(t.fh, 7 * PAGE, PAGE) is None
+    assert fast(t.fh, 4 * PAGE, 8 * PAGE) is None
+    assert state(t) == before  # nothing stamped, nothing counted
+    assert fast(t.fh, 6 * PAGE, PAGE) == data[6 * PAGE : 7 * PAGE]
+    locks.unlock_shared(7)
+
+    dl = t.dev.dev_lock
+    assert dl._locks.try_lock(0)  # reset / disksize in progress
+    before = state(t)
+    assert fast(t.fh, PAGE, PAGE) is None
+    assert state(t) == before
+    dl._locks.unlock(0)
+
+    async def dev_reader(t: Twin) -> None:
+        await fill(t)
+        assert t.dev.dev_lock.try_read()  # another request in flight: shares
+
+    assert await compare(dev_reader, pages((1, 1))) == [True]
+
+
+async def test_uninitialized_device_and_other_files_go_to_read() -> None:
+    async def reset(t: Twin) -> None:
+        await fill(t)
+        await t.ops.release(t.fh)
+        await store(t.dev, "reset", b"1")
+        fi = await t.ops.open(t.ops.tree.image_inode(0), os.O_RDONLY, None)  # type: ignore[arg-type]
+        t.fh = fi.fh
+
+    assert await compare(reset, pages((0, 1))) == [False]
+
+    t = await twin()
+    await fill(t)
+    assert nowait(t.ops)(t.fh + 100, 0, PAGE) is None  # no such handle
+    node = t.ops.tree.get(t.ops.tree.image_inode(0))
+    assert node is not None
+    mm_ino = next(ino for ino, n in t.ops.tree.nodes.items() if n.attr and n.attr.name == "mm_stat")
+    fi = await t.ops.open(mm_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
+    assert nowait(t.ops)(fi.fh, 0, PAGE) is None  # a control file
+    del t.ops._devices[0]  # as if hot-removed under the handle
+    assert nowait(t.ops)(t.fh, 0, PAGE) is None
+
+
+@pytest.mark.parametrize("alg", [b"zstd", b"lz4hc", b"deflate"])
+async def test_other_codecs(alg: bytes) -> None:
+    served = await compare(written, pages((0, 1), (2, 1), (0, 8)), alg=alg)
+    # lz4hc blocks are LZ4 blocks: its codec decodes with the same C call.
+    assert served == [alg == b"lz4hc"] * 3
+
+
+async def test_recompressed_and_written_back_slots_go_to_read(tmp_path: Path) -> None:
+    async def recompressed(t: Twin) -> None:
+        await fill(t)
+        await store(t.dev, "recompress", b"algo=lz4hc")  # no type: every slot
+
+    # Which slots lz4hc shrank is data-dependent; every one must go to read.
+    secondary = [("recomp_algorithm", b"algo=lz4hc priority=1")]
+    a = await twin(pre=secondary)
+    await recompressed(a)
+    attr = table(a.dev).attr
+    prio = [i for i in range(NPAGES) if attr[i] & PRIO_MASK]
+    plain = [i for i in range(NPAGES) if not attr[i] & PRIO_MASK]
+    assert prio and plain
+    reqs = pages(*[(i, 1) for i in prio[:20] + plain[:20]])
+    served = await compare(recompressed, reqs, pre=secondary)
+    assert served == [False] * len(prio[:20]) + [True] * len(plain[:20])
+
+    backing = [tmp_path / "backing-a", tmp_path / "backing-b", tmp_path / "backing-c"]
+    for f in backing:
+        f.write_bytes(bytes(NPAGES * PAGE))
+    backing_dev = [[("backing_dev", os.fsencode(f))] for f in backing]
+
+    async def written_back(t: Twin) -> None:
+        await fill(t)
+        await store(t.dev, "idle", b"all")
+        await store(t.dev, "writeback", b"page_indexes=0-9")
+
+    b = await twin(pre=backing_dev[0])
+    await written_back(b)
+    wb = [i for i in range(NPAGES) if table(b.dev).attr[i] & WB]
+    assert wb
+    reqs = pages(*[(i, 1) for i in wb], (20, 1))
+    served = await compare(written_back, reqs, pre=backing_dev[1], pre_b=backing_dev[2])
+    assert served == [False] * len(wb) + [True]
+
+
+async def test_corrupt_object_is_the_async_reads_error() -> None:
+    async def corrupt_page_2(t: Twin) -> None:
+        await fill(t)
+        h = table(t.dev).handle[2]
+        n = table(t.dev).attr[2] & SIZE_MASK
+        assert 0 < n < PAGE
+        views = pool(t.dev).segment_views()
+        o = (h >> 1) & HANDLE_OFF_MASK
+        views[h >> HANDLE_SEG_SHIFT][o : o + n] = b"\xff" * n
+
+    served = await compare(corrupt_page_2, pages((2, 1), (0, 4), (3, 1)))
+    assert served == [False, False, True]
+
+
+# ----------------------------------------------------------------- write_nowait
+
+
+def page_of(seed: int) -> bytes:
+    r = random.Random(seed)
+    return b" ".join(r.choice([b"zram", b"page", b"slot"]) for _ in range(PAGE))[:PAGE]
+
+
+async def test_write_nowait_stores_one_page() -> None:
+    t = await twin()
+    await fill(t)
+    b = t.dev.bstat
+    ios, sectors, grants = b.write_ios, b.write_sectors, t.dev.dev_lock.stats.acquired
+    stored = mm(t.dev)[0]
+    assert t.ops.write_nowait(t.fh, 3 * PAGE, page_of(1)) == PAGE
+    assert (b.write_ios, b.write_sectors) == (ios + 1, sectors + 8)
+    assert t.dev.dev_lock.stats.acquired == grants + 1
+    assert mm(t.dev)[0] == stored  # an overwrite: as many pages stored
+    assert await t.ops.read(t.fh, 3 * PAGE, PAGE) == page_of(1)
+    assert t.ops.write_nowait(t.fh, (NPAGES - 1) * PAGE, page_of(2)) == PAGE  # a new slot
+    assert mm(t.dev)[0] == stored + PAGE
+
+
+async def test_write_nowait_leaves_everything_else_to_write() -> None:
+    t = await twin()
+    await fill(t)
+    wn = t.ops.write_nowait
+    page = page_of(3)
+    for off, buf in [
+        (100, page),  # unaligned
+        (0, page[:100]),  # part of a page
+        (0, page + page),  # more than one
+        (NPAGES * PAGE, page),  # past the end: write's ENOSPC
+        (0, b""),
+    ]:
+        before = state(t)
+        assert wn(t.fh, off, buf) is None
+        assert state(t) == before
+    locks = table(t.dev).locks
+    assert locks.try_lock_shared(5)
+    before = state(t)
+    assert wn(t.fh, 5 * PAGE, page) is None  # write would queue for the slot
+    assert state(t) == before  # not even the device lock's grant counted
+    locks.unlock_shared(5)
+    assert t.dev.dev_lock._locks.try_lock(0)
+    before = state(t)
+    assert wn(t.fh, 5 * PAGE, page) is None  # ... or for the device
+    assert state(t) == before
+    t.dev.dev_lock._locks.unlock(0)
+    mm_ino = next(ino for ino, n in t.ops.tree.nodes.items() if n.attr and n.attr.name == "reset")
+    fi = await t.ops.open(mm_ino, os.O_WRONLY, None)  # type: ignore[arg-type]
+    assert wn(fi.fh, 0, page) is None  # a control file: its store runs in `write`
+    assert wn(t.fh + 100, 0, page) is None
+    assert t.dev.table is not None
+
+
+async def test_write_nowait_failure_is_write_failure() -> None:
+    t = await twin()
+    await fill(t)
+    used = mm(t.dev)[2]
+    await store(t.dev, "mem_limit", b"%d" % used)
+    before = table(t.dev).attr[NPAGES - 1]
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        t.ops.write_nowait(t.fh, (NPAGES - 1) * PAGE, random.Random(9).randbytes(PAGE))
+    assert ei.value.errno == errno.EIO
+    assert io(t.dev)[1] == 1  # failed_writes, once
+    assert table(t.dev).attr[NPAGES - 1] == before
+    assert t.dev.bstat.in_flight == 0 and not t.dev.dev_lock.words[0]
+
+
+async def test_write_nowait_then_write_is_write() -> None:
+    """pyfuse3's way (write_nowait, else the async write with the same buffer)
+    against the async write alone, over random writes of every shape."""
+    a, b = await twin(), await twin()
+    r = random.Random(5)
+    for i in range(300):
+        off = r.randrange(NPAGES) * PAGE + (r.choice([0, 0, 0, r.randrange(PAGE)]))
+        n = r.choice([PAGE, PAGE, PAGE, 1, r.randrange(1, 3 * PAGE)])
+        buf = page_of(i)[: n % PAGE] if n < PAGE else (page_of(i) * 3)[:n]
+        a.now[0] = b.now[0] = 3000 + i
+        fast = a.ops.write_nowait(a.fh, off, buf)
+        got = await as_write(a, off, buf) if fast is None else fast
+        assert got == await as_write(b, off, buf), (off, n)
+        assert state(a) == state(b)
+
+
+async def as_write(t: Twin, off: int, buf: bytes) -> int | str:
+    try:
+        return await t.ops.write(t.fh, off, buf)
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno]
