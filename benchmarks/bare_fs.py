@@ -191,6 +191,23 @@ class BareOperations(pyfuse3.Operations):  # type: ignore[misc]
         return None
 
 
+class NowaitBareOperations(BareOperations):
+    """`BareOperations` answering reads and writes in pyfuse3's request
+    handler (``read_nowait`` / ``write_nowait``, our pyfuse3 patch), as
+    zramfs does for 4 KiB requests: the ceiling with the patch
+    (``--nowait``; not the benchmark's reference, which is stock pyfuse3)."""
+
+    def read_nowait(self, fh: int, off: int, size: int) -> memoryview:
+        return self.view[off : min(off + size, self.size)]
+
+    def write_nowait(self, fh: int, off: int, buf: bytes) -> int | None:
+        if off >= self.size:
+            return None  # write's ENOSPC
+        n = min(len(buf), self.size - off)
+        self.data[off : off + n] = buf[:n] if n < len(buf) else buf
+        return n
+
+
 async def _serve(stopping: list[bool]) -> None:
     async with trio.open_nursery() as nursery:
 
@@ -231,8 +248,12 @@ def main(argv: list[str] | None = None, ops_class: type[BareOperations] = BareOp
     )
     ap.add_argument("--size", type=parse_size, default=parse_size("256M"),
                     help="size of MNT/dev/zram0 (default 256M)")  # fmt: skip
+    ap.add_argument("--nowait", action="store_true",
+                    help="answer in pyfuse3's synchronous handlers (our patch)")  # fmt: skip
     ap.add_argument("mountpoint")
     args = ap.parse_args(argv)
+    if args.nowait:
+        ops_class = NowaitBareOperations
     if not os.path.isdir(args.mountpoint):
         print(f"bare_fs: {args.mountpoint} is not a directory", file=sys.stderr)
         return 1
@@ -285,7 +306,7 @@ def _stop(m: BareMount) -> None:
 
 @contextlib.contextmanager
 def bare_mounted(
-    size: int, timeout: float = 20.0, module: str = "benchmarks.bare_fs"
+    size: int, timeout: float = 20.0, module: str = "benchmarks.bare_fs", *options: str
 ) -> Iterator[BareMount]:
     """``python -m MODULE`` (this one, or a variant built on `serve`) on a
     fresh temporary directory.
@@ -298,7 +319,7 @@ def bare_mounted(
         log = path.parent / "mnt.log"
         with open(log, "wb") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--size", str(size), str(path)],
+                [sys.executable, "-m", module, "--size", str(size), *options, str(path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=REPO_ROOT,
                 # Its own session: a Ctrl-C in the terminal reaches the harness only,
                 # which detaches loop devices before stopping the daemon.

@@ -90,3 +90,13 @@ def test_write_nowait_answers_or_passes_on(nowait_mount: BareMount) -> None:
     assert pread(m, 11 * PAGE, 100) == b"d" * 100
     assert "write_nowait failed on purpose" in m.log_text()
     assert pwrite(m, 12 * PAGE, b"e" * PAGE) == 1  # its count is the reply
+
+
+def test_bare_fs_nowait_round_trip() -> None:
+    """The benchmark's bare FS with the patch's handlers (the ceiling with
+    them, docs/profile.md) serves what it was given."""
+    with bare_mounted(64 * PAGE, 20.0, "benchmarks.bare_fs", "--nowait") as m:
+        data = os.urandom(8 * PAGE)
+        assert pwrite(m, 4 * PAGE, data) == len(data)
+        assert pread(m, 4 * PAGE, len(data)) == data
+        assert pread(m, 63 * PAGE, 2 * PAGE) == bytes(PAGE)  # short at the end
