@@ -1780,27 +1780,22 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
         goto fail;
     /* The device lock: a share is what try_read() would grant. */
     dl = get(dev, s_dev_lock);
-    words = dl == NULL ? NULL : get(dl, s_words);
-    if (words == NULL || !PyList_Check(words) || PyList_GET_SIZE(words) != 1)
+    words = dl == NULL ? NULL : attr_list(dl, s_words);
+    if (words == NULL || PyList_GET_SIZE(words) != 1)
         goto fail;
     {
         unsigned long long w = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(words, 0));
         if (PyErr_Occurred() || (w & busy) || (w & rmask) == rmask)
             goto fail;
     }
-    t = get(dev, s_disksize);
-    if (t == NULL)
-        goto fail;
-    disksize = PyLong_AsSsize_t(t);
-    Py_CLEAR(t);
-    if (PyErr_Occurred() || off >= disksize || size > disksize - off)
+    if (attr_ssize(dev, s_disksize, &disksize) < 0 || off >= disksize || size > disksize - off)
         goto fail;
     table = get(dev, s_table);
     pool = get(dev, s_pool);
     if (table == NULL || table == Py_None || pool == NULL || pool == Py_None)
         goto fail;
-    comps = get(dev, s_comps);
-    if (comps == NULL || !PyList_Check(comps) || PyList_GET_SIZE(comps) < 1)
+    comps = attr_list(dev, s_comps);
+    if (comps == NULL || PyList_GET_SIZE(comps) < 1)
         goto fail;
     comp = Py_NewRef(PyList_GET_ITEM(comps, 0));
     fn = get(comp, s_decompress_slots);
@@ -1902,10 +1897,10 @@ read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     if (ls == NULL || attr_add(ls, s_acquired, 1) < 0 || b == NULL)
         goto done;
     {
-        PyObject *inf = get(b, s_in_flight);
-        int idle = inf != NULL && PyLong_Check(inf) && PyLong_AsLong(inf) == 0;
-        Py_XDECREF(inf);
-        if (idle) {
+        Py_ssize_t in_flight;
+        if (attr_ssize(b, s_in_flight, &in_flight) < 0)
+            goto done;
+        if (!in_flight) {
             PyObject *since = PyLong_FromLongLong(t0);
             if (since == NULL || PyObject_SetAttr(b, s_busy_since, since) < 0) {
                 Py_XDECREF(since);
