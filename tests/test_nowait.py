@@ -19,16 +19,17 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyfuse3
 import pytest
 
 from tests.devutil import io, mm, pool, store, table
-from zramfs.backends.lz4 import ACCELERATED
+from zramfs.backends.lz4 import ACCELERATED, _zp
 from zramfs.core.device import JOIN_SPLIT_MIN_PAGES, PARALLEL, ZramDevice, boottime_seconds
 from zramfs.core.registry import ZramRegistry
-from zramfs.core.slots import ACTIME_SHIFT, PRIO_MASK, SIZE_MASK, WB
+from zramfs.core.slots import ACTIME_SHIFT, PRIO_MASK, SAME, SIZE_MASK, WB
 from zramfs.core.zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT
 from zramfs.fs.ops import ZramOperations
 
@@ -410,3 +411,125 @@ async def as_write(t: Twin, off: int, buf: bytes) -> int | str:
         return await t.ops.write(t.fh, off, buf)
     except pyfuse3.FUSEError as e:
         return errno.errorcode[e.errno]
+
+
+# ------------------------------------------------- write_nowait in C (the common case)
+
+
+def c_write(t: Twin) -> tuple[Callable[[int, int, bytes], int | None], list[int]]:
+    """The mount's C ``write_nowait`` with its Python fallback wrapped: the
+    callable, and the offsets it handed to the fallback."""
+    fast = t.ops.write_nowait
+    assert _zp is not None
+    assert isinstance(fast, partial) and fast.func is _zp.write_nowait, "no C write fast path"
+    cfg = list(fast.args[0])
+    fallback = cfg[2]
+    handed: list[int] = []
+
+    def recording(fh: int, off: int, buf: bytes) -> int | None:
+        handed.append(off)
+        return fallback(fh, off, buf)  # type: ignore[no-any-return]
+
+    cfg[2] = recording
+    return partial(fast.func, tuple(cfg)), handed
+
+
+def wstate(t: Twin) -> tuple[object, ...]:
+    p = pool(t.dev)
+    return (*state(t), p.class_stats(), p.total_pages(), p.peak_pages, t.dev._actime)
+
+
+async def test_c_write_is_the_python_write() -> None:
+    """Random whole-page writes of every kind (compressible, huge, zero and
+    other same-filled pages) over fresh slots and over every kind of stored
+    page: the C path (falling back to Python as it does) against the async
+    ``write`` alone leaves the same slots, objects, pool and counters, and
+    the C served exactly the writes it is meant to: every one but a
+    same-filled page or an overwrite of a same-filled slot."""
+    a, b = await twin(), await twin()
+    for t in (a, b):
+        await fill(t)
+    wn, handed = c_write(a)
+    r = random.Random(11)
+    served_by_c = 0
+    for i in range(600):
+        idx = r.randrange(NPAGES)
+        kind = r.randrange(6)
+        buf = (
+            r.randbytes(PAGE) if kind == 0  # huge
+            else bytes([i % 7]) * PAGE if kind == 1  # same-filled (zero too)
+            else page_of(i)
+        )  # fmt: skip
+        a.now[0] = b.now[0] = 4000 + i
+        old_same = bool(table(a.dev).attr[idx] & SAME)
+        n = len(handed)
+        assert wn(a.fh, idx * PAGE, buf) == PAGE
+        assert await as_write(b, idx * PAGE, buf) == PAGE
+        assert wstate(a) == wstate(b), i
+        assert (len(handed) == n) == (kind != 1 and not old_same), (i, kind, old_same)
+        served_by_c += len(handed) == n
+    assert served_by_c > 300
+    for idx in range(NPAGES):
+        assert await a.ops.read(a.fh, idx * PAGE, PAGE) == await b.ops.read(b.fh, idx * PAGE, PAGE)
+
+
+async def test_c_write_under_mem_limit() -> None:
+    """With mem_limit set the C stores what the limit allows and hands the
+    rest to Python, which fails it with EIO, counted once, as `write` does."""
+    a, b = await twin(), await twin()
+    for t in (a, b):
+        await fill(t)
+        await store(t.dev, "mem_limit", b"%d" % (mm(t.dev)[2] + 3 * PAGE))
+    wn, handed = c_write(a)
+    r = random.Random(12)
+    results = []
+    for i in range(200):
+        off = (NPAGES - 16 + i % 16) * PAGE
+        buf = r.randbytes(PAGE) if i % 2 else page_of(i)
+        try:
+            got: int | str | None = wn(a.fh, off, buf)
+        except pyfuse3.FUSEError as e:
+            got = errno.errorcode[e.errno]
+        assert got == await as_write(b, off, buf)
+        assert wstate(a) == wstate(b), i
+        results.append(got)
+    assert "EIO" in results and PAGE in results
+    assert len(handed) < len(results)  # the C served some of them itself
+
+
+@pytest.mark.parametrize(
+    "pre", [[("comp_algorithm", b"zstd")], [("algorithm_params", b"algo=lz4 level=3")]]
+)
+async def test_c_write_leaves_other_codecs_to_python(pre: Pre) -> None:
+    a, b = await twin(pre=pre), await twin(pre=pre)
+    wn, handed = c_write(a)
+    for i in range(20):
+        assert wn(a.fh, i * PAGE, page_of(i)) == PAGE
+        assert await as_write(b, i * PAGE, page_of(i)) == PAGE
+        assert wstate(a) == wstate(b)
+    assert handed == [i * PAGE for i in range(20)]
+
+
+async def test_c_write_leaves_locks_and_odd_requests_to_python() -> None:
+    t = await twin()
+    await fill(t)
+    wn, handed = c_write(t)
+    page = page_of(3)
+    for off, buf in [(100, page), (0, page[:100]), (0, page + page), (NPAGES * PAGE, page)]:
+        before = wstate(t)
+        assert wn(t.fh, off, buf) is None
+        assert wstate(t) == before and handed[-1] == off
+    locks = table(t.dev).locks
+    assert locks.try_lock_shared(5)
+    before = wstate(t)
+    assert wn(t.fh, 5 * PAGE, page) is None and handed[-1] == 5 * PAGE
+    assert wstate(t) == before
+    locks.unlock_shared(5)
+    assert t.dev.dev_lock._locks.try_lock(0)
+    before = wstate(t)
+    assert wn(t.fh, 7 * PAGE, page) is None and handed[-1] == 7 * PAGE
+    assert wstate(t) == before
+    t.dev.dev_lock._locks.unlock(0)
+    n = len(handed)
+    assert wn(t.fh, 7 * PAGE, page) == PAGE and len(handed) == n  # now the C's
+    assert wn(t.fh + 100, 0, page) is None and handed[-1] == 0

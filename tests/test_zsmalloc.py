@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from zramfs.core import zsmalloc
 from zramfs.core.zsmalloc import (
+    HANDLE_OFF_MASK,
+    HANDLE_SEG_SHIFT,
     PAGE_SIZE,
     ZS_HANDLE_SIZE,
     ZS_SIZE_CLASSES,
@@ -813,3 +815,105 @@ def test_c_fill_argument_checks() -> None:
         assert zp.zs_fill(c, None, [0], 0, [b"x"], [1], [0], [0]) == 0
     finally:
         p.close()
+
+
+# ------------------------------------------- one object at a time, in C
+
+
+try:
+    from zramfs import _zpages as _zp
+except ImportError:  # not built
+    _zp = None  # type: ignore[assignment]
+
+
+@pytest.mark.skipif(_zp is None, reason="zramfs._zpages not built")
+@pytest.mark.parametrize("seed", range(12))
+def test_c_store_free_leave_what_python_leaves(seed: int) -> None:
+    """``_zpages.zs_store`` / ``zs_free`` (the C write path's allocator) and
+    ``ZsPool.store`` / ``free`` through one random history of single stores
+    and frees, huge objects and emptied zspages included: the same handles,
+    the same state of every class (fullness lists in order, free lists,
+    counters, arena slots) and the same bytes in every object."""
+    assert _zp is not None
+    assert (_zp.HANDLE_SEG_SHIFT, _zp.HANDLE_OFF_MASK) == (HANDLE_SEG_SHIFT, HANDLE_OFF_MASK)
+    rng = random.Random(seed)
+    chain = rng.choice([4, 8, 16])
+    py, c = ZsPool(chain), ZsPool(chain)
+    live: dict[int, tuple[int, int, int]] = {}  # owner -> (py handle, c handle, size)
+    try:
+        for owner in range(3000):
+            if live and rng.random() < 0.45:
+                o = rng.choice(list(live))
+                h1, h2, _ = live.pop(o)
+                py.free(h1)
+                _zp.zs_free(c, h2)
+            r = rng.random()
+            size = PAGE_SIZE if r < 0.1 else rng.randrange(1, PAGE_SIZE + 1) if r < 0.4 else (
+                rng.choice([40, 300, 1500, 2900]))
+            blob = payload(owner, size)
+            h1 = py.store(blob, owner)
+            h2 = _zp.zs_store(c, memoryview(blob) if owner % 3 else blob, owner)
+            assert h1 == h2
+            live[owner] = (h1, h2, size)
+            if owner % 500 == 0:
+                assert _pool_state(py) == _pool_state(c)
+        assert _pool_state(py) == _pool_state(c)
+        for o, (h1, h2, n) in live.items():
+            assert bytes(c.read(h2, n)) == bytes(py.read(h1, n)) == payload(o, n)
+            assert c.owner(h2) == o
+        # Several segments of one class, then all freed: emptied zspages
+        # whose segments get unmapped (not just the spare kept).
+        for owner in range(3000, 3000 + 2500):
+            blob = payload(owner, 2900)
+            live[owner] = (py.store(blob, owner), _zp.zs_store(c, blob, owner), 2900)
+        assert _pool_state(py) == _pool_state(c)
+        for o in rng.sample(list(live), len(live)):
+            h1, h2, _ = live.pop(o)
+            py.free(h1)
+            _zp.zs_free(c, h2)
+        assert _pool_state(py) == _pool_state(c) and c.total_pages() == 0
+        assert c.mapped_bytes() == py.mapped_bytes()
+    finally:
+        py.close()
+        c.close()
+
+
+@pytest.mark.skipif(_zp is None, reason="zramfs._zpages not built")
+def test_c_free_refuses_bad_handles_and_changes_nothing(pool: ZsPool) -> None:
+    assert _zp is not None
+    h = _zp.zs_store(pool, payload(1, 100), 1)
+    big = _zp.zs_store(pool, payload(2, PAGE_SIZE), 2)
+    _zp.zs_free(pool, h)
+    before = _pool_state(pool)
+    for bad in (h, h + 16, h ^ 2, big + 16, big | 2, 1 << 62, 0, 2**64 - 1):
+        with pytest.raises(ValueError):
+            _zp.zs_free(pool, bad)
+        assert _pool_state(pool) == before
+    for bad_size, err in ((b"", errno.EINVAL), (bytes(PAGE_SIZE + 1), errno.ENOSPC)):
+        with pytest.raises(ZramError) as ei:  # the pool's own errors (_bad_malloc)
+            _zp.zs_store(pool, bad_size, 3)
+        assert ei.value.errno == err
+    with pytest.raises((ValueError, OverflowError)):
+        _zp.zs_store(pool, b"x", -1)
+    with pytest.raises(ValueError):
+        _zp.zs_store(pool, b"x", 1 << 63)
+    assert _pool_state(pool) == before
+
+
+@pytest.mark.skipif(_zp is None, reason="zramfs._zpages not built")
+def test_c_store_failing_zspage_allocation_changes_nothing(
+    pool: ZsPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that needs a new zspage raises what `_alloc_zspage` raises
+    (ENOMEM from the arena) and leaves the pool as it was."""
+    assert _zp is not None
+    _zp.zs_store(pool, payload(1, 100), 1)
+    before = _pool_state(pool)
+
+    def no_memory(c: object) -> int:
+        raise ZramError(errno.ENOMEM, "test")
+
+    monkeypatch.setattr(pool, "_alloc_zspage", no_memory)
+    with pytest.raises(ZramError):
+        _zp.zs_store(pool, payload(2, 3000), 2)  # another class: no partial zspage
+    assert _pool_state(pool) == before

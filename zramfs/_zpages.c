@@ -1372,6 +1372,10 @@ static PyObject *s_image, *s_id, *s_dev_lock, *s_words, *s_stats, *s_acquired, *
     *s_table, *s_pool, *s_comps, *s_clock, *s_views, *s_bstat, *s_attr, *s_handle,
     *s_in_flight, *s_busy_since, *s_io_ticks, *s_time_in_queue, *s_read_ticks, *s_read_ios,
     *s_read_sectors, *s_decompress_slots;
+static PyObject *s_huge, *s_whdr, *s_zwords, *s_ppz, *s_howner, *s_seg_info, *s_alloc_zspage,
+    *s_free_zspage, *s_by_size, *s_limit_pages, *s_huge_class_size, *s_pages, *s_peak_pages,
+    *s_actime, *s_compress, *s_pages_stored, *s_compr_data_size, *s_huge_pages,
+    *s_huge_pages_since, *s_max_used_pages, *s_write_ticks, *s_write_ios, *s_write_sectors, *s_bad_malloc;
 static PyObject *s_inuse, *s_freeobj, *s_shift, *s_bvs, *s_hbase, *s_hdr, *s_wsize, *s_objs,
     *s_fg, *s_groups, *s_mask, *s_used, *s_popitem;
 
@@ -1392,6 +1396,17 @@ intern_names(void)
         {&s_io_ticks, "io_ticks"}, {&s_time_in_queue, "time_in_queue"},
         {&s_read_ticks, "read_ticks"}, {&s_read_ios, "read_ios"},
         {&s_read_sectors, "read_sectors"}, {&s_decompress_slots, "decompress_slots"},
+        /* zs_store / zs_free / write_nowait */
+        {&s_huge, "huge"}, {&s_whdr, "whdr"}, {&s_zwords, "zwords"}, {&s_ppz, "ppz"},
+        {&s_howner, "howner"}, {&s_seg_info, "_seg_info"}, {&s_alloc_zspage, "_alloc_zspage"},
+        {&s_free_zspage, "_free_zspage"}, {&s_by_size, "_by_size"},
+        {&s_limit_pages, "limit_pages"}, {&s_huge_class_size, "huge_class_size"},
+        {&s_pages, "_pages"}, {&s_peak_pages, "peak_pages"}, {&s_actime, "_actime"},
+        {&s_compress, "compress"}, {&s_pages_stored, "pages_stored"},
+        {&s_compr_data_size, "compr_data_size"}, {&s_huge_pages, "huge_pages"},
+        {&s_huge_pages_since, "huge_pages_since"}, {&s_max_used_pages, "max_used_pages"},
+        {&s_write_ticks, "write_ticks"}, {&s_write_ios, "write_ios"},
+        {&s_write_sectors, "write_sectors"}, {&s_bad_malloc, "_bad_malloc"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL) {
@@ -1424,7 +1439,7 @@ attr_list(PyObject *o, PyObject *name)
 {
     PyObject *v = PyObject_GetAttr(o, name);
     if (v != NULL && !PyList_Check(v)) {
-        PyErr_Format(PyExc_TypeError, "zs_fill: cls.%U must be a list", name);
+        PyErr_Format(PyExc_TypeError, "zsmalloc: %U must be a list", name);
         Py_CLEAR(v);
     }
     return v;
@@ -1743,6 +1758,57 @@ get(PyObject *o, PyObject *name)
     return v;
 }
 
+/* The live device behind an image file handle, for a request served
+ * without a coroutine: registered (the handle's device is the registry's),
+ * initialized (table and pool), and its device lock would grant a share as
+ * DevLock.try_read() does (no writer holds or awaits it).  New references
+ * into *o and 0, or -1 with nothing held (and no exception): "not here". */
+typedef struct {
+    PyObject *dev, *dl, *table, *pool;
+} ImageDev;
+
+static void
+image_dev_release(ImageDev *o)
+{
+    Py_CLEAR(o->dev);
+    Py_CLEAR(o->dl);
+    Py_CLEAR(o->table);
+    Py_CLEAR(o->pool);
+}
+
+static int
+image_dev(PyObject *handles, PyObject *devices, PyObject *fh, unsigned long long busy,
+          unsigned long long rmask, ImageDev *o)
+{
+    PyObject *h, *id = NULL, *words = NULL;
+    int ok = 0;
+
+    memset(o, 0, sizeof(*o));
+    h = PyDict_GetItemWithError(handles, fh); /* borrowed */
+    if (h == NULL || (o->dev = get(h, s_image)) == NULL || o->dev == Py_None)
+        goto out;
+    id = get(o->dev, s_id);
+    if (id == NULL || PyDict_GetItemWithError(devices, id) != o->dev)
+        goto out;
+    o->dl = get(o->dev, s_dev_lock);
+    words = o->dl == NULL ? NULL : attr_list(o->dl, s_words);
+    if (words == NULL || PyList_GET_SIZE(words) != 1)
+        goto out;
+    unsigned long long w = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(words, 0));
+    if (PyErr_Occurred() || (w & busy) || (w & rmask) == rmask)
+        goto out;
+    o->table = get(o->dev, s_table);
+    o->pool = get(o->dev, s_pool);
+    ok = o->table != NULL && o->table != Py_None && o->pool != NULL && o->pool != Py_None;
+out:
+    PyErr_Clear();
+    Py_XDECREF(id);
+    Py_XDECREF(words);
+    if (!ok)
+        image_dev_release(o);
+    return ok ? 0 : -1;
+}
+
 /* Everything but the bookkeeping after a successful decode: returns the
  * pages (new reference), or NULL with no exception set: "not here". */
 static PyObject *
@@ -1756,43 +1822,25 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
     unsigned long long busy = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 4));
     unsigned long long rmask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 5));
     long shift = PyLong_AsLong(PyTuple_GET_ITEM(cfg, 6));
-    PyObject *h, *dev = NULL, *id = NULL, *dl = NULL, *words = NULL, *table = NULL;
-    PyObject *pool = NULL, *comps = NULL, *comp = NULL, *fn = NULL, *clock = NULL;
+    ImageDev d = {0};
+    PyObject *dev, *table;
+    PyObject *comps = NULL, *comp = NULL, *fn = NULL, *clock = NULL;
     PyObject *t = NULL, *views = NULL, *attr = NULL, *handle = NULL, *out = NULL;
     PyObject *first_o = NULL, *stop_o = NULL, *now_o = NULL, *one = NULL;
     Py_ssize_t off, size, disksize;
 
     if (PyErr_Occurred())
         goto fail;
-    h = PyDict_GetItemWithError(handles, args[0]); /* borrowed */
-    if (h == NULL)
-        goto fail;
-    dev = get(h, s_image);
-    if (dev == NULL || dev == Py_None)
-        goto fail;
-    id = get(dev, s_id);
-    if (id == NULL || PyDict_GetItemWithError(devices, id) != dev)
-        goto fail;
     off = PyLong_AsSsize_t(args[1]);
     size = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred() || off < 0 || size <= 0 || off % PAGE || size % PAGE
         || size / PAGE > max_pages)
         goto fail;
-    /* The device lock: a share is what try_read() would grant. */
-    dl = get(dev, s_dev_lock);
-    words = dl == NULL ? NULL : attr_list(dl, s_words);
-    if (words == NULL || PyList_GET_SIZE(words) != 1)
+    if (image_dev(handles, devices, args[0], busy, rmask, &d) < 0)
         goto fail;
-    {
-        unsigned long long w = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(words, 0));
-        if (PyErr_Occurred() || (w & busy) || (w & rmask) == rmask)
-            goto fail;
-    }
+    dev = d.dev;
+    table = d.table;
     if (attr_ssize(dev, s_disksize, &disksize) < 0 || off >= disksize || size > disksize - off)
-        goto fail;
-    table = get(dev, s_table);
-    pool = get(dev, s_pool);
-    if (table == NULL || table == Py_None || pool == NULL || pool == Py_None)
         goto fail;
     comps = attr_list(dev, s_comps);
     if (comps == NULL || PyList_GET_SIZE(comps) < 1)
@@ -1831,17 +1879,12 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
         Py_CLEAR(out);
     if (out != NULL) {
         *dev_out = Py_NewRef(dev);
-        *dl_out = Py_NewRef(dl);
+        *dl_out = Py_NewRef(d.dl);
         *bytes_out = size;
     }
 fail:
     PyErr_Clear();
-    Py_XDECREF(dev);
-    Py_XDECREF(id);
-    Py_XDECREF(dl);
-    Py_XDECREF(words);
-    Py_XDECREF(table);
-    Py_XDECREF(pool);
+    image_dev_release(&d);
     Py_XDECREF(comps);
     Py_XDECREF(comp);
     Py_XDECREF(fn);
@@ -1939,6 +1982,741 @@ boottime_seconds(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong((unsigned long)((uint64_t)ts.tv_sec & 0xFFFFFFFFu));
 }
 
+/* --------------------------------------------- zsmalloc: one object at a time */
+
+/*
+ * ZsPool.store and ZsPool.free for one object, on the pool's own Python
+ * state, as zs_fill does for a run: the write fast path's allocator.  Each
+ * follows its Python twin statement by statement (same zspage, same object,
+ * same fullness-list order), so the pool cannot tell which one ran;
+ * tests/test_zpages.py runs random histories through both and compares every
+ * class's state.  A new zspage (ZsPool._alloc_zspage) and an emptied one
+ * (ZsPool._free_zspage) are still the Python methods: the arena's mmaps and
+ * free-slot heap live there, and those calls are rare next to the objects.
+ *
+ * Handle layout: zsmalloc.py's (bit 0 tag, bits 1..22 offset in segment,
+ * bits 23.. segment); the module exports it as HANDLE_SEG_SHIFT /
+ * HANDLE_OFF_MASK and zsmalloc.py uses these functions only if they match.
+ */
+
+#define ZS_H_SEG_SHIFT 23
+#define ZS_H_OFF_MASK ((1ULL << 22) - 1)
+#define ZS_H_WORD_MASK (ZS_H_OFF_MASK >> 3)
+#define ZS_GROUPS 12
+#define ZS_RATIO_100 11 /* never stored in a fullness list */
+
+/* The _Class fields one object's malloc / free touch. */
+typedef struct {
+    PyObject *inuse, *freeobj, *fg, *groups, *bvs, *hbase, *howner; /* new references */
+    Py_ssize_t shift, hdr, wsize, whdr, zwords, mask, used, ppz;
+    int huge;
+} ZsClass;
+
+static void
+zs_class_release(ZsClass *k)
+{
+    Py_CLEAR(k->inuse);
+    Py_CLEAR(k->freeobj);
+    Py_CLEAR(k->fg);
+    Py_CLEAR(k->groups);
+    Py_CLEAR(k->bvs);
+    Py_CLEAR(k->hbase);
+    Py_CLEAR(k->howner);
+}
+
+static int
+zs_class_load(PyObject *c, ZsClass *k)
+{
+    memset(k, 0, sizeof(*k));
+    PyObject *hv = PyObject_GetAttr(c, s_huge);
+    if (hv == NULL)
+        return -1;
+    k->huge = PyObject_IsTrue(hv);
+    Py_DECREF(hv);
+    if (k->huge < 0 || attr_ssize(c, s_shift, &k->shift) < 0 || attr_ssize(c, s_hdr, &k->hdr) < 0
+        || attr_ssize(c, s_wsize, &k->wsize) < 0 || attr_ssize(c, s_whdr, &k->whdr) < 0
+        || attr_ssize(c, s_zwords, &k->zwords) < 0 || attr_ssize(c, s_mask, &k->mask) < 0
+        || attr_ssize(c, s_used, &k->used) < 0 || attr_ssize(c, s_ppz, &k->ppz) < 0)
+        return -1;
+    if (k->shift < 0 || k->shift > 62 || k->mask < 0 || k->mask >= (1 << ZS_GROUPS)
+        || k->wsize <= 0 || k->zwords <= 0 || k->hdr < 0) {
+        PyErr_SetString(PyExc_ValueError, "zsmalloc: class state out of range");
+        return -1;
+    }
+    if ((k->inuse = attr_list(c, s_inuse)) == NULL || (k->freeobj = attr_list(c, s_freeobj)) == NULL
+        || (k->fg = attr_list(c, s_fg)) == NULL || (k->groups = attr_list(c, s_groups)) == NULL
+        || (k->bvs = attr_list(c, s_bvs)) == NULL || (k->hbase = attr_list(c, s_hbase)) == NULL
+        || (k->howner = attr_list(c, s_howner)) == NULL) {
+        zs_class_release(k);
+        return -1;
+    }
+    if (PyList_GET_SIZE(k->groups) != ZS_GROUPS) {
+        PyErr_SetString(PyExc_ValueError, "zsmalloc: class has no 12 fullness groups");
+        zs_class_release(k);
+        return -1;
+    }
+    return 0;
+}
+
+/* The class's mask and used counters back into its attributes. */
+static int
+zs_class_store_counts(PyObject *c, const ZsClass *k)
+{
+    PyObject *mv = PyLong_FromSsize_t(k->mask), *uv = PyLong_FromSsize_t(k->used);
+    int rc = mv == NULL || uv == NULL || PyObject_SetAttr(c, s_mask, mv) < 0
+                     || PyObject_SetAttr(c, s_used, uv) < 0
+                 ? -1
+                 : 0;
+    Py_XDECREF(mv);
+    Py_XDECREF(uv);
+    return rc;
+}
+
+/* dict[key] = None (put) or del dict[key], with an int key. */
+static int
+dict_key(PyObject *d, Py_ssize_t key, int put)
+{
+    PyObject *o = PyLong_FromSsize_t(key);
+    if (o == NULL)
+        return -1;
+    int rc = put ? PyDict_SetItem(d, o, Py_None) : PyDict_DelItem(d, o);
+    Py_DECREF(o);
+    return rc;
+}
+#define dict_put(d, key) dict_key((d), (key), 1)
+#define dict_del(d, key) dict_key((d), (key), 0)
+
+/* A writable byte buffer of list[k] (a segment's view). */
+static int
+list_buffer(PyObject *list, Py_ssize_t k, Py_buffer *b)
+{
+    if (k < 0 || k >= PyList_GET_SIZE(list)) {
+        PyErr_Format(PyExc_IndexError, "zsmalloc: segment %zd out of range", k);
+        return -1;
+    }
+    return PyObject_GetBuffer(PyList_GET_ITEM(list, k), b, PyBUF_WRITABLE);
+}
+
+/*
+ * ZsPool.store(data, owner) with the size's class `c` (pool._by_size[size])
+ * already looked up and size in 1..PAGE_SIZE, owner < 2**63: the object's
+ * handle into *out.  -1 with an exception when ZsPool._alloc_zspage raises
+ * (ENOMEM: nothing changed then) or the pool's state is broken.
+ */
+static int
+zs_store_obj(PyObject *pool, PyObject *c, const char *data, Py_ssize_t size,
+             unsigned long long owner, unsigned long long *out)
+{
+    ZsClass k;
+    Py_ssize_t mask, g, s, n, w, si, ng;
+    PyObject *d, *groups = NULL;
+    Py_buffer bv;
+    int rc = -1;
+
+    if (attr_ssize(c, s_mask, &mask) < 0 || (groups = attr_list(c, s_groups)) == NULL)
+        goto out_groups;
+    if (mask < 0 || mask >= (1 << ZS_GROUPS) || PyList_GET_SIZE(groups) != ZS_GROUPS) {
+        PyErr_SetString(PyExc_ValueError, "zsmalloc: class state out of range");
+        goto out_groups;
+    }
+    if (mask) {
+        /* find_get_zspage(): first entry of the fullest non-full group. */
+        g = 63 - __builtin_clzll((unsigned long long)mask);
+        d = PyList_GET_ITEM(groups, g);
+        PyObject *item = PyObject_CallMethodNoArgs(d, s_popitem);
+        if (item == NULL)
+            goto out_groups;
+        s = PyLong_AsSsize_t(PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2
+                                 ? PyTuple_GET_ITEM(item, 0) : item);
+        Py_DECREF(item);
+    }
+    else {
+        /* May grow the class's lists: everything else is loaded after it. */
+        PyObject *so = PyObject_CallMethodOneArg(pool, s_alloc_zspage, c);
+        if (so == NULL)
+            goto out_groups;
+        s = PyLong_AsSsize_t(so);
+        Py_DECREF(so);
+        g = 0;
+        d = PyList_GET_ITEM(groups, 0);
+    }
+    if (s == -1 && PyErr_Occurred())
+        goto out_groups;
+    if (zs_class_load(c, &k) < 0)
+        goto out_groups;
+    if (list_ssize(k.inuse, s, &n) < 0 || list_ssize(k.freeobj, s, &w) < 0)
+        goto out;
+    n += 1;
+    if (list_set_ssize(k.inuse, s, n) < 0)
+        goto out;
+    si = s >> k.shift;
+    if (list_buffer(k.bvs, si, &bv) < 0)
+        goto out;
+    Py_ssize_t hoff = w * 8, o = hoff + k.hdr;
+    if (w < 0 || hoff > bv.len - 8 || o > bv.len - size) {
+        PyErr_Format(PyExc_ValueError, "zsmalloc: object at word %zd does not fit", w);
+        PyBuffer_Release(&bv);
+        goto out;
+    }
+    if (k.huge) {
+        PyObject *ov = PyLong_FromUnsignedLongLong(owner);
+        if (ov == NULL || PyList_SetItem(k.howner, s, ov) < 0) { /* steals ov */
+            PyBuffer_Release(&bv);
+            goto out;
+        }
+    }
+    else {
+        /* obj_malloc(): pop the zspage's free list, stamp the header. */
+        uint64_t link, tag = (owner << 1) | 1;
+        char *base = bv.buf;
+        memcpy(&link, base + hoff, 8);
+        /* A zero header is the untouched tail of init_zspage()'s chain. */
+        if (list_set_ssize(k.freeobj, s, link ? (Py_ssize_t)(link >> 1) - 1 : w + k.wsize) < 0) {
+            PyBuffer_Release(&bv);
+            goto out;
+        }
+        memcpy(base + hoff, &tag, 8);
+    }
+    memcpy((char *)bv.buf + o, data, (size_t)size);
+    PyBuffer_Release(&bv);
+    k.used += 1;
+    /* fix_fullness_group() */
+    if (list_ssize(k.fg, n, &ng) < 0)
+        goto out;
+    if (ng == g) {
+        if (dict_put(d, s) < 0) /* popped from the tail, back to the tail */
+            goto out;
+    }
+    else {
+        if (g) {
+            Py_ssize_t left = PyDict_Size(d);
+            if (left < 0)
+                goto out;
+            if (!left)
+                mask ^= (Py_ssize_t)1 << g;
+        }
+        if (ng != ZS_RATIO_100) {
+            if (ng < 0 || ng >= ZS_GROUPS) {
+                PyErr_Format(PyExc_ValueError, "zsmalloc: group %zd missing", ng);
+                goto out;
+            }
+            if (dict_put(PyList_GET_ITEM(k.groups, ng), s) < 0)
+                goto out;
+            mask |= (Py_ssize_t)1 << ng;
+        }
+    }
+    k.mask = mask;
+    if (zs_class_store_counts(c, &k) < 0)
+        goto out;
+    if (si >= PyList_GET_SIZE(k.hbase)) {
+        PyErr_SetString(PyExc_IndexError, "zsmalloc: hbase too short");
+        goto out;
+    }
+    {
+        unsigned long long hb = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(k.hbase, si));
+        if (hb == (unsigned long long)-1 && PyErr_Occurred())
+            goto out;
+        *out = hb + ((unsigned long long)w << 4);
+    }
+    rc = 0;
+out:
+    zs_class_release(&k);
+out_groups:
+    Py_XDECREF(groups);
+    return rc;
+}
+
+/*
+ * ZsPool.free(handle), or with check_only its validation alone (the same
+ * ValueError for an invalid or stale handle, nothing changed): 0, or -1 with
+ * an exception.
+ */
+static int
+zs_free_obj(PyObject *pool, unsigned long long handle, int check_only)
+{
+    ZsClass k = {0};
+    PyObject *seg_info = NULL, *q;
+    Py_ssize_t slot0, w, s, n, g, ng, fo;
+    Py_buffer qb;
+    int rc = -1, have_q = 0;
+    unsigned long long seg = handle >> ZS_H_SEG_SHIFT;
+
+    if ((seg_info = attr_list(pool, s_seg_info)) == NULL)
+        return -1;
+    if (seg >= (unsigned long long)PyList_GET_SIZE(seg_info)) {
+        PyErr_Format(PyExc_ValueError, "invalid handle %#llx", handle);
+        Py_DECREF(seg_info);
+        return -1;
+    }
+    PyObject *info = PyList_GET_ITEM(seg_info, (Py_ssize_t)seg);
+    if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) != 3) {
+        PyErr_SetString(PyExc_TypeError, "zsmalloc: segment info must be a 3-tuple");
+        Py_DECREF(seg_info);
+        return -1;
+    }
+    PyObject *c = PyTuple_GET_ITEM(info, 0);
+    Py_INCREF(info);
+    Py_DECREF(seg_info);
+    q = PyTuple_GET_ITEM(info, 2);
+    slot0 = PyLong_AsSsize_t(PyTuple_GET_ITEM(info, 1));
+    if ((slot0 == -1 && PyErr_Occurred()) || zs_class_load(c, &k) < 0)
+        goto out;
+    w = (Py_ssize_t)((handle >> 4) & ZS_H_WORD_MASK) - k.whdr;
+    if (w < 0) { /* below the segment's first header: not ours */
+        PyErr_Format(PyExc_ValueError, "invalid or stale handle %#llx", handle);
+        goto out;
+    }
+    s = slot0 + w / k.zwords;
+    if (list_ssize(k.inuse, s, &n) < 0)
+        goto out;
+    if (PyObject_GetBuffer(q, &qb, PyBUF_WRITABLE) < 0)
+        goto out;
+    have_q = 1;
+    if (k.huge) {
+        if (!n || (handle & 15) != 1 || w % k.zwords) {
+            PyErr_Format(PyExc_ValueError, "invalid or stale handle %#llx", handle);
+            goto out;
+        }
+    }
+    else {
+        uint64_t word = 0;
+        if (w < qb.len / 8)
+            memcpy(&word, (char *)qb.buf + w * 8, 8);
+        if (!(word & 1) || (handle & 15) != 1) {
+            PyErr_Format(PyExc_ValueError, "invalid or stale handle %#llx", handle);
+            goto out;
+        }
+    }
+    if (check_only) {
+        rc = 0;
+        goto out;
+    }
+    k.used -= 1;
+    if (list_ssize(k.fg, n, &g) < 0)
+        goto out;
+    n -= 1;
+    if (g < 0 || g >= ZS_GROUPS) {
+        PyErr_Format(PyExc_ValueError, "zsmalloc: group %zd missing", g);
+        goto out;
+    }
+    if (!n) {
+        /* fix_fullness_group() -> ZS_INUSE_RATIO_0 -> free_zspage() */
+        if (g != ZS_RATIO_100) {
+            PyObject *d = PyList_GET_ITEM(k.groups, g);
+            if (dict_del(d, s) < 0)
+                goto out;
+            Py_ssize_t left = PyDict_Size(d);
+            if (left < 0)
+                goto out;
+            if (!left)
+                k.mask ^= (Py_ssize_t)1 << g;
+        }
+        if (list_set_ssize(k.inuse, s, 0) < 0 || zs_class_store_counts(c, &k) < 0)
+            goto out;
+        /* _free_zspage may unmap the segment: its view must not be exported. */
+        PyBuffer_Release(&qb);
+        have_q = 0;
+        PyObject *so = PyLong_FromSsize_t(s);
+        PyObject *r = so == NULL ? NULL : PyObject_CallMethodObjArgs(pool, s_free_zspage, c, so, NULL);
+        Py_XDECREF(so);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+        rc = 0;
+        goto out;
+    }
+    if (list_set_ssize(k.inuse, s, n) < 0 || list_ssize(k.freeobj, s, &fo) < 0)
+        goto out;
+    /* obj_free(): push onto the zspage's free list (tag bit clear). */
+    {
+        uint64_t link = (uint64_t)(fo + 1) << 1;
+        memcpy((char *)qb.buf + w * 8, &link, 8);
+    }
+    if (list_set_ssize(k.freeobj, s, w) < 0 || list_ssize(k.fg, n, &ng) < 0)
+        goto out;
+    if (ng != g) {
+        if (ng < 0 || ng >= ZS_GROUPS) {
+            PyErr_Format(PyExc_ValueError, "zsmalloc: group %zd missing", ng);
+            goto out;
+        }
+        if (g != ZS_RATIO_100) {
+            PyObject *d = PyList_GET_ITEM(k.groups, g);
+            if (dict_del(d, s) < 0)
+                goto out;
+            Py_ssize_t left = PyDict_Size(d);
+            if (left < 0)
+                goto out;
+            if (!left)
+                k.mask ^= (Py_ssize_t)1 << g;
+        }
+        if (dict_put(PyList_GET_ITEM(k.groups, ng), s) < 0)
+            goto out;
+        k.mask |= (Py_ssize_t)1 << ng;
+    }
+    rc = zs_class_store_counts(c, &k);
+out:
+    if (have_q)
+        PyBuffer_Release(&qb);
+    zs_class_release(&k);
+    Py_DECREF(info);
+    return rc;
+}
+
+/* pool._by_size[size]: the class object (borrowed from the list), or NULL. */
+static PyObject *
+zs_class_of(PyObject *pool, Py_ssize_t size, PyObject **by_size_out)
+{
+    PyObject *by_size = attr_list(pool, s_by_size);
+    if (by_size == NULL)
+        return NULL;
+    if (size < 1 || size >= PyList_GET_SIZE(by_size) || size > PAGE) {
+        PyErr_Format(PyExc_ValueError, "zsmalloc: size %zd out of 1..%d", size, PAGE);
+        Py_DECREF(by_size);
+        return NULL;
+    }
+    *by_size_out = by_size;
+    return PyList_GET_ITEM(by_size, size);
+}
+
+PyDoc_STRVAR(zs_store_doc,
+"zs_store($module, pool, data, owner, /)\n"
+"--\n"
+"\n"
+"Returns int.\n"
+"\n"
+"ZsPool.store(data, owner) in C, on the pool's Python state (the same\n"
+"zspage, object and fullness-list order as the Python method): the new\n"
+"object's handle.  For a length outside 1..PAGE_SIZE or an owner outside\n"
+"0..2**63-1 it raises what pool._bad_malloc raises; when a new zspage\n"
+"fails, what ZsPool._alloc_zspage raises (ZramError ENOMEM).  Either way\n"
+"nothing is changed.");
+
+static PyObject *
+zs_store(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b;
+    PyObject *by_size = NULL, *c, *out = NULL;
+    unsigned long long owner, h;
+    int owner_ok = 0;
+
+    if (!nargs_ok("zs_store", nargs, 3) || intern_names() < 0)
+        return NULL;
+    owner = PyLong_AsUnsignedLongLong(args[2]);
+    if (owner == (unsigned long long)-1 && PyErr_Occurred())
+        PyErr_Clear(); /* negative, or 2**64 and up: _bad_malloc says which */
+    else if (!(owner >> 63))
+        owner_ok = 1;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (b.len < 1 || b.len > PAGE || !owner_ok) {
+        /* ZsPool._bad_malloc raises the pool's error (ZramError EINVAL /
+         * ENOSPC for the size, ValueError for the owner). */
+        PyObject *size = PyLong_FromSsize_t(b.len);
+        PyBuffer_Release(&b);
+        if (size == NULL)
+            return NULL;
+        PyObject *r = PyObject_CallMethodObjArgs(args[0], s_bad_malloc, size, args[2], NULL);
+        Py_DECREF(size);
+        Py_XDECREF(r);
+        if (r != NULL)
+            PyErr_SetString(PyExc_ValueError, "zs_store: bad size or owner");
+        return NULL;
+    }
+    c = zs_class_of(args[0], b.len, &by_size);
+    if (c != NULL && zs_store_obj(args[0], c, b.buf, b.len, owner, &h) == 0)
+        out = PyLong_FromUnsignedLongLong(h);
+    Py_XDECREF(by_size);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+PyDoc_STRVAR(zs_free_doc,
+"zs_free($module, pool, handle, /)\n"
+"--\n"
+"\n"
+"ZsPool.free(handle) in C, on the pool's Python state: ValueError, nothing\n"
+"changed, for an invalid or stale handle.");
+
+static PyObject *
+zs_free(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!nargs_ok("zs_free", nargs, 2) || intern_names() < 0)
+        return NULL;
+    unsigned long long h = PyLong_AsUnsignedLongLong(args[1]);
+    if (h == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "invalid handle");
+        }
+        return NULL;
+    }
+    if (zs_free_obj(args[0], h, 0) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------ the write fast path */
+
+/*
+ * A 4 KiB write served in the pyfuse3 request handler
+ * (Operations.write_nowait): ZramDevice.write_nowait + _store_run for one
+ * page, in C against the same Python objects, for the common case only: an
+ * image page whose slot is unlocked and holds nothing or a page in RAM, a
+ * page that is not same-filled, the accelerated lz4 at its default
+ * acceleration, no writer at the device lock, and a store that mem_limit
+ * allows.  Anything else goes to `fallback` (the Python write_nowait) before
+ * anything is changed.  A served write leaves exactly what the Python path
+ * leaves: the object stored (zs_store_obj), the old one freed, the slot
+ * words, ac_time (the device's _actime too), mm_stat's counters, the block
+ * statistics and one more grant in the device lock's stats.
+ */
+
+static PyObject *
+write_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *cfg, *handles, *devices, *fallback;
+    ImageDev d = {0};
+    PyObject *dev, *pool, *comps = NULL, *fn = NULL, *clock = NULL, *t = NULL, *attr = NULL,
+                          *handle = NULL, *by_size = NULL, *out = NULL, *st = NULL, *b = NULL,
+                          *ls = NULL, *v = NULL;
+    unsigned long long busy, rmask, lock_mask, special, size_mask, huge_flag;
+    long shift;
+    Py_ssize_t off, disksize, idx, limit, huge_size;
+    Py_buffer src = {0}, ab = {0}, hb = {0};
+    int have_src = 0, have_ab = 0, have_hb = 0;
+    uint8_t dst[KZ_BOUND(PAGE)];
+    uint16_t kztable[1 << KZ_HASHLOG];
+
+    if (!nargs_ok("write_nowait", nargs, 4) || intern_names() < 0)
+        return NULL;
+    cfg = args[0];
+    if (!PyTuple_Check(cfg) || PyTuple_GET_SIZE(cfg) != 10) {
+        PyErr_SetString(PyExc_TypeError, "write_nowait: cfg must be a tuple of 10");
+        return NULL;
+    }
+    /* cfg: (handles, devices, fallback, lock_busy, reader_mask, actime_shift,
+     *       lock_mask, special, size_mask, huge_flag) */
+    handles = PyTuple_GET_ITEM(cfg, 0);
+    devices = PyTuple_GET_ITEM(cfg, 1);
+    fallback = PyTuple_GET_ITEM(cfg, 2);
+    busy = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 3));
+    rmask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 4));
+    shift = PyLong_AsLong(PyTuple_GET_ITEM(cfg, 5));
+    lock_mask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 6));
+    special = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 7));
+    size_mask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 8));
+    huge_flag = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 9));
+    if (PyErr_Occurred() || shift < 0 || shift > 63)
+        return NULL;
+
+    /* Everything that decides "not here" first, changing nothing. */
+    if (image_dev(handles, devices, args[1], busy, rmask, &d) < 0)
+        goto decline;
+    dev = d.dev;
+    pool = d.pool;
+    if (PyObject_GetBuffer(args[3], &src, PyBUF_SIMPLE) < 0)
+        goto decline;
+    have_src = 1;
+    off = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred() || src.len != PAGE || off < 0 || off % PAGE)
+        goto decline;
+    if (attr_ssize(dev, s_disksize, &disksize) < 0 || off >= disksize)
+        goto decline;
+    comps = attr_list(dev, s_comps);
+    if (comps == NULL || PyList_GET_SIZE(comps) < 1)
+        goto decline;
+    fn = get(PyList_GET_ITEM(comps, 0), s_compress);
+    if (fn == NULL || !PyCFunction_Check(fn)
+        || PyCFunction_GET_FUNCTION(fn) != (PyCFunction)(void (*)(void))lz4_compress_page)
+        goto decline; /* another codec, or lz4 at another acceleration */
+    attr = get(d.table, s_attr);
+    handle = get(d.table, s_handle);
+    if (attr == NULL || handle == NULL || PyObject_GetBuffer(attr, &ab, PyBUF_WRITABLE) < 0)
+        goto decline;
+    have_ab = 1;
+    if (PyObject_GetBuffer(handle, &hb, PyBUF_WRITABLE) < 0)
+        goto decline;
+    have_hb = 1;
+    idx = off / PAGE;
+    if ((idx + 1) * 8 > ab.len || (idx + 1) * 8 > hb.len)
+        goto decline;
+    uint64_t a, old = 0;
+    memcpy(&a, (char *)ab.buf + idx * 8, 8);
+    if ((a & lock_mask) || (a & special)) /* queued for, or same-filled / written back */
+        goto decline;
+    if (a & size_mask) {
+        memcpy(&old, (char *)hb.buf + idx * 8, 8);
+        if (zs_free_obj(pool, old, 1) < 0) /* what the Python path would raise: let it */
+            goto decline;
+    }
+    if (same_filled(src.buf))
+        goto decline;
+    if (attr_ssize(dev, s_limit_pages, &limit) < 0
+        || attr_ssize(dev, s_huge_class_size, &huge_size) < 0)
+        goto decline;
+    clock = get(dev, s_clock);
+    t = clock == NULL ? NULL : PyObject_CallNoArgs(clock);
+    if (t == NULL)
+        goto decline;
+    unsigned long long secs = PyLong_AsUnsignedLongLong(t);
+    if (PyErr_Occurred())
+        goto decline;
+    uint64_t actime = (uint64_t)secs << shift;
+
+    long long t0 = mono_ns();
+    Py_ssize_t n = (Py_ssize_t)kz_compress(src.buf, PAGE, dst, 1, kztable);
+    const char *obj = (const char *)dst;
+    int huge = n >= huge_size;
+    if (huge) { /* zram_write_page(): stored raw */
+        obj = src.buf;
+        n = PAGE;
+    }
+    PyObject *c = zs_class_of(pool, n, &by_size);
+    if (c == NULL)
+        goto decline;
+    if (limit) {
+        /* Pages only grow in _alloc_zspage, which the store calls exactly
+         * when the class has no partial zspage: the Python path's
+         * "total_pages() > limit" after the store, known before it. */
+        Py_ssize_t pages, mask, ppz;
+        if (attr_ssize(pool, s_pages, &pages) < 0 || attr_ssize(c, s_mask, &mask) < 0
+            || attr_ssize(c, s_ppz, &ppz) < 0)
+            goto decline;
+        if (pages + (mask ? 0 : ppz) > limit)
+            goto decline; /* the Python path refuses it (EIO) */
+    }
+    unsigned long long hnew;
+    if (zs_store_obj(pool, c, obj, n, (unsigned long long)idx, &hnew) < 0)
+        goto decline; /* ENOMEM from the arena, nothing changed: let Python raise it */
+
+    /* Stored: from here the write happens, as _store_run's. */
+    Py_ssize_t stored = 1, compr = n, nhuge = huge, unhuge = 0, pages;
+    v = PyLong_FromUnsignedLongLong(actime);
+    if (v == NULL || PyObject_SetAttr(dev, s_actime, v) < 0)
+        goto error;
+    Py_CLEAR(v);
+    /* mem_used_max: pages only grew in that store. */
+    if (attr_ssize(pool, s_pages, &pages) < 0)
+        goto error;
+    v = PyLong_FromSsize_t(pages);
+    if (v == NULL || PyObject_SetAttr(pool, s_peak_pages, v) < 0)
+        goto error;
+    Py_CLEAR(v);
+    if (a & size_mask) {
+        if (zs_free_obj(pool, old, 0) < 0)
+            goto error;
+        compr -= (Py_ssize_t)(a & size_mask);
+        stored -= 1;
+        if (a & huge_flag)
+            unhuge = 1;
+    }
+    memcpy((char *)hb.buf + idx * 8, &hnew, 8);
+    {
+        uint64_t na = (uint64_t)n | (huge ? huge_flag : 0) | actime;
+        memcpy((char *)ab.buf + idx * 8, &na, 8);
+    }
+    st = get(dev, s_stats);
+    if (st == NULL)
+        goto error;
+    if ((stored && attr_add(st, s_pages_stored, stored) < 0)
+        || (compr && attr_add(st, s_compr_data_size, compr) < 0)
+        || ((nhuge || unhuge) && attr_add(st, s_huge_pages, nhuge - unhuge) < 0)
+        || (nhuge && attr_add(st, s_huge_pages_since, nhuge) < 0))
+        goto error;
+    {
+        Py_ssize_t mx;
+        if (attr_ssize(st, s_max_used_pages, &mx) < 0)
+            goto error;
+        if (pages > mx) {
+            v = PyLong_FromSsize_t(pages);
+            if (v == NULL || PyObject_SetAttr(st, s_max_used_pages, v) < 0)
+                goto error;
+            Py_CLEAR(v);
+        }
+    }
+    /* DevLock.try_read()'s grant, BlockStat.start + write_done. */
+    ls = get(d.dl, s_stats);
+    b = get(dev, s_bstat);
+    if (ls == NULL || b == NULL || attr_add(ls, s_acquired, 1) < 0)
+        goto error;
+    {
+        long long t1 = mono_ns(), ms = (t1 - t0) / 1000000;
+        Py_ssize_t in_flight;
+        if (attr_ssize(b, s_in_flight, &in_flight) < 0)
+            goto error;
+        if (!in_flight) {
+            v = PyLong_FromLongLong(t0);
+            if (v == NULL || PyObject_SetAttr(b, s_busy_since, v) < 0)
+                goto error;
+            Py_CLEAR(v);
+            if (ms && attr_add(b, s_io_ticks, ms) < 0)
+                goto error;
+        }
+        if (ms && (attr_add(b, s_time_in_queue, ms) < 0 || attr_add(b, s_write_ticks, ms) < 0))
+            goto error;
+        if (attr_add(b, s_write_ios, 1) < 0 || attr_add(b, s_write_sectors, PAGE >> 9) < 0)
+            goto error;
+    }
+    out = PyLong_FromLong(PAGE);
+    goto done;
+
+decline:
+    PyErr_Clear();
+    if (have_src) {
+        PyBuffer_Release(&src);
+        have_src = 0;
+    }
+    if (have_ab) {
+        PyBuffer_Release(&ab);
+        have_ab = 0;
+    }
+    if (have_hb) {
+        PyBuffer_Release(&hb);
+        have_hb = 0;
+    }
+    out = PyObject_Vectorcall(fallback, args + 1, 3, NULL);
+    goto done;
+error:
+    /* Only a broken pool or table, or no memory for an int, gets here. */
+    out = NULL;
+done:
+    if (have_src)
+        PyBuffer_Release(&src);
+    if (have_ab)
+        PyBuffer_Release(&ab);
+    if (have_hb)
+        PyBuffer_Release(&hb);
+    image_dev_release(&d);
+    Py_XDECREF(comps);
+    Py_XDECREF(fn);
+    Py_XDECREF(clock);
+    Py_XDECREF(t);
+    Py_XDECREF(attr);
+    Py_XDECREF(handle);
+    Py_XDECREF(by_size);
+    Py_XDECREF(st);
+    Py_XDECREF(b);
+    Py_XDECREF(ls);
+    Py_XDECREF(v);
+    return out;
+}
+
+PyDoc_STRVAR(write_nowait_doc,
+"write_nowait($module, cfg, fh, off, buf, /)\n"
+"--\n"
+"\n"
+"Returns int, or what cfg's fallback returns.\n"
+"\n"
+"pyfuse3's Operations.write_nowait for zramfs (bound with functools.partial\n"
+"to cfg = (handles, devices, fallback, lock_busy, reader_mask, actime_shift,\n"
+"lock_mask, special, size_mask, huge_flag)): one whole page of an image\n"
+"file, written as ZramDevice.write_nowait writes it, when its slot is\n"
+"unlocked and holds nothing or a page in RAM, the page is not same-filled,\n"
+"the primary codec is the accelerated lz4 at its default acceleration, no\n"
+"writer is at the device lock and mem_limit allows the store.  Anything\n"
+"else is fallback(fh, off, buf) (the Python write_nowait), called before\n"
+"anything is changed.  See the comment above it in _zpages.c.");
+
 /* ------------------------------------------------------------------- module */
 
 static PyMethodDef zpages_methods[] = {
@@ -1958,6 +2736,9 @@ static PyMethodDef zpages_methods[] = {
     {"lz4_compress_page", (PyCFunction)(void (*)(void))lz4_compress_page, METH_FASTCALL,
      lz4_compress_page_doc},
     {"read_nowait", (PyCFunction)(void (*)(void))read_nowait, METH_FASTCALL, read_nowait_doc},
+    {"write_nowait", (PyCFunction)(void (*)(void))write_nowait, METH_FASTCALL, write_nowait_doc},
+    {"zs_store", (PyCFunction)(void (*)(void))zs_store, METH_FASTCALL, zs_store_doc},
+    {"zs_free", (PyCFunction)(void (*)(void))zs_free, METH_FASTCALL, zs_free_doc},
     {"boottime_seconds", boottime_seconds, METH_NOARGS, boottime_seconds_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1997,7 +2778,9 @@ PyInit__zpages(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "PAGE_SIZE", PAGE) < 0
-        || PyModule_AddStringConstant(m, "LZ4_VERSION", LZ4_versionString()) < 0) {
+        || PyModule_AddStringConstant(m, "LZ4_VERSION", LZ4_versionString()) < 0
+        || PyModule_AddIntConstant(m, "HANDLE_SEG_SHIFT", ZS_H_SEG_SHIFT) < 0
+        || PyModule_AddIntConstant(m, "HANDLE_OFF_MASK", (long)ZS_H_OFF_MASK) < 0) {
         Py_DECREF(m);
         return NULL;
     }

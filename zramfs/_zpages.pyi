@@ -15,6 +15,11 @@ PAGE_SIZE: Final[int]
 LZ4_VERSION: Final[str]
 """LZ4_versionString() of the linked liblz4, e.g. "1.9.4"."""
 
+HANDLE_SEG_SHIFT: Final[int]
+HANDLE_OFF_MASK: Final[int]
+"""The zsmalloc handle layout zs_store / zs_free / write_nowait were built
+for (zramfs.core.zsmalloc uses them only if it is the module's own)."""
+
 def lz4_compress_pages(
     src: Buffer, pos: int, count: int, acceleration: int, threads: int, /
 ) -> tuple[bytearray, bytes]:
@@ -91,6 +96,19 @@ def read_nowait(
     """pyfuse3's ``Operations.read_nowait`` for zramfs: see
     `zramfs.core.device.read_fast_path`, which binds ``cfg``.  Never raises
     for a request: None means "take the async read"."""
+
+def zs_store(pool: object, data: Buffer, owner: int, /) -> int:
+    """``ZsPool.store`` on the pool's own Python state (the same zspage,
+    object and fullness-list order): the new object's handle."""
+
+def zs_free(pool: object, handle: int, /) -> None:
+    """``ZsPool.free`` on the pool's own Python state; ValueError, nothing
+    changed, for an invalid or stale handle."""
+
+def write_nowait(cfg: tuple[object, ...], fh: int, off: int, buf: Buffer, /) -> int | None:
+    """pyfuse3's ``Operations.write_nowait`` for zramfs: see
+    `zramfs.core.device.write_fast_path`, which binds ``cfg``.  The common
+    4 KiB image write here, anything else ``cfg``'s fallback."""
 
 def boottime_seconds() -> int:
     """``(u32)ktime_get_boottime_seconds()``."""

@@ -264,6 +264,37 @@ def read_fast_path(
     return partial(_zp.read_nowait, cfg)
 
 
+def write_fast_path(
+    handles: Mapping[int, object],
+    devices: Mapping[int, ZramDevice],
+    fallback: Callable[[int, int, bytes], int | None],
+) -> Callable[[int, int, bytes], int | None]:
+    """pyfuse3's ``Operations.write_nowait`` for a mount: ``fallback`` without the accelerator.
+
+    ``zramfs._zpages.write_nowait``, bound like `read_fast_path`: one whole
+    page of an image file, written as `ZramDevice.write_nowait` writes it
+    (compressed, stored by the C twin of ``ZsPool.store``, the old object
+    freed by that of ``ZsPool.free``, the same counters), when its slot is
+    unlocked and holds nothing or a page in RAM, the page is not
+    same-filled, the codec is the accelerated lz4 at its default
+    acceleration, no writer is at the device lock and mem_limit allows the
+    store.  Every other request goes to ``fallback`` (the mount's Python
+    ``write_nowait``) before anything is changed, so the C handles the
+    common case and Python the rest, with no coroutine for either.
+    tests/test_nowait.py runs it against the async ``write``; the C reads the
+    attributes `read_fast_path` lists plus ``limit_pages``,
+    ``huge_class_size``, ``_actime``, ``stats``, ``comps[0].compress`` and
+    the pool's class state (tests/test_zsmalloc.py).
+    """
+    if _zp is None or not hasattr(_zp, "write_nowait"):
+        return fallback
+    cfg = (
+        handles, devices, fallback, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT,
+        LOCK_MASK, SAME | WB, SIZE_MASK, HUGE,
+    )  # fmt: skip
+    return partial(_zp.write_nowait, cfg)
+
+
 def _no_codec(src: Buffer) -> bytes:
     raise ZramError(errno.EIO, "no compressor")
 

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ..core.device import ZramDevice, read_fast_path
+from ..core.device import ZramDevice, read_fast_path, write_fast_path
 from ..core.registry import ZramRegistry
 from ..errors import ZramError
 from .tree import Kind, Node, Tree
@@ -97,6 +97,11 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         fast = read_fast_path(self.handles, self._devices)
         if fast is not None:
             self.read_nowait = fast
+        # ... and 4 KiB image writes: in C for the common case, else the
+        # Python `write_nowait` (the method), else the async `write`.
+        self.write_nowait = write_fast_path(  # type: ignore[method-assign,assignment]
+            self.handles, self._devices, self.write_nowait
+        )
         self._next_fh = 1
         self._t0 = time.time_ns()
         self._uid = os.getuid()
