@@ -29,7 +29,16 @@ page   write_nowait                                the writer gets
 12     returns 1                                   a 1-byte write
 =====  ==========================================  =====================
 
-Run as ``python -m tests.nowait_fs --size N MNT``.
+Bursts (patches/pyfuse3-3.5.0-burst.patch): a read of page 14 starts a
+*ticker*, a system task that does nothing but pass checkpoints, and returns
+``S`` bytes; every read of page 13 returns ``B`` bytes and counts the page-13
+reads answered since the ticker last ran (its *streak*); a read of page 15
+stops the ticker and returns the longest streak, in ASCII.  Without bursts
+every worker passes a checkpoint (the read lock) between two requests, so the
+ticker runs between any two and the longest streak is 1.
+
+Run as ``python -m tests.nowait_fs [--burst N] --size N MNT`` (``--burst``:
+``pyfuse3.NOWAIT_BURST``).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import errno
 import sys
 
 import pyfuse3
+import trio
 
 from benchmarks import bare_fs
 
@@ -45,8 +55,30 @@ PAGE = 4096
 
 
 class ContractOperations(bare_fs.BareOperations):
+    streak = 0
+    longest = 0
+    ticking = False
+
+    async def _ticker(self) -> None:
+        while self.ticking:
+            self.streak = 0
+            await trio.lowlevel.checkpoint()
+
     def read_nowait(self, fh: int, off: int, size: int) -> object:
         page = off // PAGE
+        if page == 13:
+            self.streak += 1
+            self.longest = max(self.longest, self.streak)
+            return b"B" * size
+        if page == 14:
+            self.streak = self.longest = 0
+            if not self.ticking:
+                self.ticking = True
+                trio.lowlevel.spawn_system_task(self._ticker)
+            return b"S" * size
+        if page == 15:
+            self.ticking = False
+            return str(self.longest).encode().ljust(size)[:size]
         if page == 0:
             return b"N" * size
         if page == 2:
@@ -73,4 +105,9 @@ class ContractOperations(bare_fs.BareOperations):
 
 
 if __name__ == "__main__":
-    sys.exit(bare_fs.main(ops_class=ContractOperations))
+    argv = sys.argv[1:]
+    if "--burst" in argv:
+        i = argv.index("--burst")
+        pyfuse3.NOWAIT_BURST = int(argv[i + 1])
+        del argv[i : i + 2]
+    sys.exit(bare_fs.main(argv, ops_class=ContractOperations))

@@ -10,7 +10,9 @@ slower, so a lost patch would otherwise go unnoticed.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import threading
 from collections.abc import Iterator
 
 import pyfuse3
@@ -27,6 +29,7 @@ def test_installed_pyfuse3_has_the_patches() -> None:
     assert hasattr(pyfuse3.Operations, "fallocate")
     assert pyfuse3.Operations.read_nowait is None  # the default: no fast path
     assert pyfuse3.Operations.write_nowait is None
+    assert pyfuse3.NOWAIT_BURST > 1
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,63 @@ def test_bare_fs_nowait_round_trip() -> None:
         assert pwrite(m, 4 * PAGE, data) == len(data)
         assert pread(m, 4 * PAGE, len(data)) == data
         assert pread(m, 63 * PAGE, 2 * PAGE) == bytes(PAGE)  # short at the end
+
+
+# ------------------------------------------------------------------ bursts
+
+
+def _hammer(m: BareMount, requests: int) -> int:
+    """8 threads reading page 13 (read_nowait) with O_DIRECT while this one
+    reads and writes through the async handlers (pages 1 and 9); the longest
+    run of page-13 reads the mount answered with no checkpoint in between."""
+    assert pread(m, 14 * PAGE, PAGE) == b"S" * PAGE  # the ticker starts
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            fd = os.open(m.image(), os.O_RDONLY | os.O_DIRECT)
+            buf = mmap.mmap(-1, PAGE)  # page-aligned, as O_DIRECT wants
+            try:
+                for _ in range(requests):
+                    if stop.is_set():
+                        break
+                    assert os.preadv(fd, [buf], 13 * PAGE) == PAGE
+                    assert buf[:] == b"B" * PAGE
+            finally:
+                os.close(fd)
+                buf.close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        # The async path keeps working between bursts (they yield to trio
+        # every NOWAIT_BURST requests): reads and writes with real data.
+        for i in range(20):
+            data = bytes([i + 1]) * PAGE
+            assert pwrite(m, 9 * PAGE, data) == PAGE
+            assert pread(m, 9 * PAGE, PAGE) == data
+            assert pread(m, 1 * PAGE, PAGE) == bytes(PAGE)
+    finally:
+        for t in threads:
+            t.join()
+        stop.set()
+    assert not errors, errors
+    return int(pread(m, 15 * PAGE, PAGE).strip())  # the ticker stops
+
+
+def test_bursts_answer_queued_requests_back_to_back(nowait_mount: BareMount) -> None:
+    """Under load, requests answered without a coroutine are taken straight
+    from the queue, several without a checkpoint in between, and every
+    answer is right; the async handlers are served meanwhile."""
+    assert _hammer(nowait_mount, 3000) > 1
+
+
+def test_without_bursts_every_request_passes_a_checkpoint() -> None:
+    """``NOWAIT_BURST = 1``: pyfuse3's own loop, a checkpoint between any two
+    requests (what makes the test above able to fail)."""
+    with bare_mounted(16 * PAGE, 20.0, "tests.nowait_fs", "--burst", "1") as m:
+        assert _hammer(m, 1000) == 1
