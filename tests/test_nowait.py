@@ -69,9 +69,12 @@ async def twin(alg: bytes | None = None, pre: Pre = ()) -> Twin:
 
 
 def nowait(ops: ZramOperations) -> Callable[[int, int, int], bytes | None]:
+    """The mount's C ``read_nowait`` alone (its Python fallback cut off:
+    None where it hands a request on)."""
     fn = ops.read_nowait
-    assert fn is not None, "read_fast_path() gave no fast path"
-    return fn  # type: ignore[no-any-return]
+    assert _zp is not None
+    assert isinstance(fn, partial) and fn.func is _zp.read_nowait, "no C read fast path"
+    return partial(fn.func, (*fn.args[0][:7], None))
 
 
 def mixed_pages(seed: int) -> bytes:
@@ -533,3 +536,80 @@ async def test_c_write_leaves_locks_and_odd_requests_to_python() -> None:
     n = len(handed)
     assert wn(t.fh, 7 * PAGE, page) == PAGE and len(handed) == n  # now the C's
     assert wn(t.fh + 100, 0, page) is None and handed[-1] == 0
+
+
+# ---------------------------------------- read_nowait in Python (the C's fallback)
+
+
+async def as_pyfuse3_full(t: Twin, off: int, size: int) -> tuple[bytes | str, bool]:
+    """What a reader gets through the mount's whole ``read_nowait`` (C, then
+    Python), and whether it answered."""
+    try:
+        fast = t.ops.read_nowait(t.fh, off, size)
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno], True
+    if fast is not None:
+        return fast, True
+    try:
+        return await t.ops.read(t.fh, off, size), False
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno], False
+
+
+@pytest.mark.parametrize("alg", [b"zstd", b"deflate", b"lz4"])
+async def test_python_read_nowait_is_the_async_read(alg: bytes) -> None:
+    """Every codec's one-page reads are answered without a coroutine (the
+    C's for lz4, the Python fallback's for the others), equal to the async
+    read alone in data and every counter; what neither serves (same-filled
+    pages, several pages of a non-lz4 codec, odd shapes) goes to `read`."""
+    a, b = await twin(alg), await twin(alg)
+    data = b""
+    for t in (a, b):
+        data = await fill(t)
+    same = {i for i in range(NPAGES) if table(a.dev).attr[i] & SAME}
+    stored = {i for i in range(NPAGES) if table(a.dev).attr[i] & SIZE_MASK}
+    reqs = pages(*[(i, 1) for i in range(NPAGES)], (0, 4)) + [(100, PAGE), (0, 100)]
+    for k, (off, size) in enumerate(reqs):
+        a.now[0] = b.now[0] = 5000 + k
+        got, fast = await as_pyfuse3_full(a, off, size)
+        assert got == await as_async(b, off, size), (off, size)
+        assert got == data[off : off + size]
+        assert state(a) == state(b), (off, size)
+        single = size == PAGE and not off % PAGE
+        expect = (single and off // PAGE in stored and off // PAGE not in same) or (
+            alg == b"lz4" and size % PAGE == 0 and not off % PAGE
+        )
+        assert fast == expect, (off, size)
+
+
+async def test_python_read_nowait_corrupt_object_is_eio() -> None:
+    """A zstd object that does not decode: EIO from ``read_nowait``,
+    ``failed_reads`` counted once, as the async read does it."""
+    a, b = await twin(b"zstd"), await twin(b"zstd")
+    for t in (a, b):
+        await fill(t)
+        h = table(t.dev).handle[2]
+        n = table(t.dev).attr[2] & SIZE_MASK
+        assert 0 < n < PAGE
+        o = (h >> 1) & HANDLE_OFF_MASK
+        pool(t.dev).segment_views()[h >> HANDLE_SEG_SHIFT][o : o + n] = b"\xff" * n
+    assert await as_pyfuse3_full(a, 2 * PAGE, PAGE) == ("EIO", True)
+    assert await as_async(b, 2 * PAGE, PAGE) == "EIO"
+    assert state(a) == state(b) and io(a.dev)[0] == 1
+
+
+async def test_python_read_nowait_leaves_locks_to_read() -> None:
+    t = await twin(b"zstd")
+    data = await fill(t)
+    locks = table(t.dev).locks
+    assert locks.try_lock_shared(7)
+    before = state(t)
+    assert t.ops.read_nowait(t.fh, 7 * PAGE, PAGE) is None  # a writer may be queued behind
+    assert state(t) == before
+    locks.unlock_shared(7)
+    assert t.dev.dev_lock._locks.try_lock(0)  # reset / disksize in progress
+    before = state(t)
+    assert t.ops.read_nowait(t.fh, 8 * PAGE, PAGE) is None
+    assert state(t) == before
+    t.dev.dev_lock._locks.unlock(0)
+    assert t.ops.read_nowait(t.fh, 8 * PAGE, PAGE) == data[8 * PAGE : 9 * PAGE]

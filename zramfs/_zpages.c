@@ -1707,13 +1707,15 @@ done:
  * path for a read whose slots all hold pages in RAM, written against the
  * Python objects, which stay the only state: every call looks the device up
  * again (handle -> image device -> registry), reads its lock word, table,
- * views, codec and clock, and gives up (returns None, having changed
- * nothing) whenever the Python path would do anything but decode: a
+ * views, codec and clock, and gives up (having changed nothing: it calls
+ * cfg's fallback, the Python read_nowait, or returns None) whenever the
+ * Python path would do anything but decode: a
  * control file, a removed or uninitialized device, a device lock held or
  * awaited by a writer, an unaligned or long request, a request past the
  * end, a slot that is locked, written back or recompressed, a codec other
- * than the accelerated lz4, any error.  Then pyfuse3 calls the async
- * `read`, which does it all again the general way (and raises what it
+ * than the accelerated lz4, any error.  The fallback serves the one-page
+ * reads it can without awaiting (any codec); for the rest pyfuse3 calls the
+ * async `read`, which does it all again the general way (and raises what it
  * must).  A served read leaves what the Python path would: the slots'
  * ac_time stamped, one more grant in the device lock's stats, the block
  * statistics (read_ios, read_sectors, ticks) counted.  It holds the device
@@ -1908,12 +1910,14 @@ PyDoc_STRVAR(read_nowait_doc,
 "\n"
 "pyfuse3's Operations.read_nowait for zramfs (bound with functools.partial\n"
 "to cfg = (handles, devices, layout, max_pages, lock_busy, reader_mask,\n"
-"actime_shift)): the image file's read of whole pages, at most max_pages,\n"
-"when every slot holds a page in RAM and the primary codec is the\n"
-"accelerated lz4, done here and counted as ZramDevice.read counts it; None,\n"
-"having changed nothing, for anything else (the caller then awaits the\n"
-"async read).  Never raises.  See the comment above it in _zpages.c for\n"
-"which attributes of ZramOperations / ZramDevice it reads.");
+"actime_shift, fallback)): the image file's read of whole pages, at most\n"
+"max_pages, when every slot holds a page in RAM and the primary codec is the\n"
+"accelerated lz4, done here and counted as ZramDevice.read counts it.\n"
+"Anything else, having changed nothing, is fallback(fh, off, size) (the\n"
+"Python read_nowait), or None when fallback is None (the caller then awaits\n"
+"the async read).  Raises only what fallback raises.  See the comment above\n"
+"it in _zpages.c for which attributes of ZramOperations / ZramDevice it\n"
+"reads.");
 
 static PyObject *
 read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
@@ -1923,14 +1927,18 @@ read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 
     if (!nargs_ok("read_nowait", nargs, 4))
         return NULL;
-    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 7) {
-        PyErr_SetString(PyExc_TypeError, "read_nowait: cfg must be a tuple of 7");
+    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "read_nowait: cfg must be a tuple of 8");
         return NULL;
     }
     long long t0 = mono_ns();
     out = read_nowait_serve(args[0], args + 1, &dev, &dl, &nbytes);
-    if (out == NULL)
-        Py_RETURN_NONE;
+    if (out == NULL) {
+        PyObject *fallback = PyTuple_GET_ITEM(args[0], 7);
+        if (fallback == Py_None)
+            Py_RETURN_NONE;
+        return PyObject_Vectorcall(fallback, args + 1, 3, NULL);
+    }
     /* Served: the slots are stamped, so from here the read counts, come what
      * may.  As DevLock.try_read() + ZramDevice.read's BlockStat.start/done. */
     long long t1 = mono_ns();

@@ -237,9 +237,11 @@ boottime_seconds: Callable[[], int] = (
 
 
 def read_fast_path(
-    handles: Mapping[int, object], devices: Mapping[int, ZramDevice]
+    handles: Mapping[int, object],
+    devices: Mapping[int, ZramDevice],
+    fallback: Callable[[int, int, int], bytes | None] | None,
 ) -> Callable[[int, int, int], bytes | None] | None:
-    """pyfuse3's ``Operations.read_nowait`` for a mount (None without the accelerator).
+    """pyfuse3's ``Operations.read_nowait`` for a mount (``fallback`` without the accelerator).
 
     ``zramfs._zpages.read_nowait``, bound to the mount's handle table and
     device registry (both dicts changed in place, never replaced) and to this
@@ -248,19 +250,24 @@ def read_fast_path(
     in RAM, on a live initialized device with the accelerated lz4 and no
     writer at its device lock, is served in pyfuse3's request handler with
     no coroutine and no Python frame, with the effects `read` would have
-    (ac_time, block statistics, the device lock's grant count).  For every
-    other request it returns None, having done nothing, and the request
-    takes `ZramDevice.read` (tests/test_nowait.py runs both on the same
-    states).  The C reads these attributes of the handle (``image``), the
+    (ac_time, block statistics, the device lock's grant count).  Every
+    other request goes, with nothing done, to ``fallback`` (the mount's
+    Python ``read_nowait``: one page, any codec; None: straight to the async
+    read), and what that passes on takes `ZramDevice.read`
+    (tests/test_nowait.py runs all of them on the same states).  The C
+    reads these attributes of the handle (``image``), the
     device (``id``, ``dev_lock.words``/``.stats``, ``disksize``, ``table``,
     ``pool``, ``comps[0].decompress_slots``, ``clock``, ``_views``,
     ``bstat``) and the table (``attr``, ``handle``): renaming one of them
     turns the fast path off (it answers None), which those tests catch.
     """
     if _zp is None:
-        return None
+        return fallback
     max_pages = JOIN_SPLIT_MIN_PAGES - 1 if PARALLEL else 1 << 40
-    cfg = (handles, devices, _LAYOUT, max_pages, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT)
+    cfg = (
+        handles, devices, _LAYOUT, max_pages, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT,
+        fallback,
+    )  # fmt: skip
     return partial(_zp.read_nowait, cfg)
 
 
@@ -504,15 +511,70 @@ class ZramDevice:
 
     # -------------------------------------------------------------- data path
 
+    def read_nowait(self, offset: int, size: int) -> bytes | None:
+        """`read` of one whole page held in RAM, when that needs no ``await``.
+
+        Returns the page, counted as `read` counts it (ac_time, block
+        statistics, the device lock's grant), or None having changed nothing,
+        for the caller to await `read`: another size or alignment, past the
+        end, an uninitialized device, the device lock held or awaited by a
+        writer, or a slot that is locked, same-filled, written back or
+        recompressed.  Any codec (the C ``read_nowait`` serves lz4 itself and
+        hands everything else here).  Raises what `read` raises for an
+        object that does not decode.  `read` starts here.
+
+        Written out in one frame (`BlockStat.start` / `done` inline): every
+        Python frame on this path costs ~1 µs cold (docs/profile.md, "4 KiB
+        requests").
+        """
+        if size != PAGE_SIZE or offset & _PAGE_MASK or not 0 <= offset < self.disksize:
+            return None
+        table = self.table
+        if table is None or self.pool is None:
+            return None
+        idx = offset >> PAGE_SHIFT
+        a = table.attr[idx]
+        n = a & SIZE_MASK
+        if not n or a & _READ_SLOW:
+            return None
+        dl = self.dev_lock
+        if not dl.try_read():
+            return None
+        try:
+            t0 = _perf_ns()
+            b = self.bstat
+            if not b.in_flight:  # BlockStat.start(t0)
+                b._busy_since_ns = t0
+            b.in_flight += 1
+            try:
+                h = table.handle[idx]
+                o = (h >> 1) & HANDLE_OFF_MASK
+                obj = self._views[h >> HANDLE_SEG_SHIFT][o : o + n]
+                out = bytes(obj) if n == PAGE_SIZE else self._decompress_page(obj)
+                now = self.clock() << ACTIME_SHIFT
+                c = (a & _KEEP) | now  # mark_slot_accessed()
+                if c != a:
+                    table.attr[idx] = c
+                return out
+            except Exception as exc:
+                self._read_failed(exc)
+            finally:
+                b.read_ticks += b.done(_perf_ns(), t0)
+                b.read_ios += 1
+                b.read_sectors += PAGE_SIZE >> SECTOR_SHIFT
+        finally:
+            dl.release_read()
+
     async def read(self, offset: int, size: int) -> bytes:
         """Read ``size`` bytes at ``offset``: short at the end of the device.
 
-        One whole page (4 KiB random I/O) whose slot holds a page in RAM is
-        served inline, in this one frame: `_require_init`, `BlockStat.start`
-        / `done` and `_read_range`'s page path are written out here, because
-        every Python frame on this path costs ~1 µs cold (docs/profile.md,
-        "4 KiB requests").  Everything else goes through `_read_range`.
+        One whole page whose slot holds a page in RAM is `read_nowait`'s;
+        everything else (and that page, when a writer holds or awaits the
+        device lock) goes through `_read_range`.
         """
+        out = self.read_nowait(offset, size)
+        if out is not None:
+            return out
         if offset < 0 or size < 0:
             raise einval("negative offset or size")
         dl = self.dev_lock  # `async with dl.read()`, without the guard's frames
@@ -532,33 +594,23 @@ class ZramDevice:
                 b._busy_since_ns = t0
             b.in_flight += 1
             try:
-                if end - offset == PAGE_SIZE and not offset & _PAGE_MASK:
-                    idx = offset >> PAGE_SHIFT
-                    a = table.attr[idx]
-                    n = a & SIZE_MASK
-                    if n and not a & _READ_SLOW:
-                        h = table.handle[idx]
-                        o = (h >> 1) & HANDLE_OFF_MASK
-                        obj = self._views[h >> HANDLE_SEG_SHIFT][o : o + n]
-                        out = bytes(obj) if n == PAGE_SIZE else self._decompress_page(obj)
-                        now = self.clock() << ACTIME_SHIFT
-                        c = (a & _KEEP) | now  # mark_slot_accessed()
-                        if c != a:
-                            table.attr[idx] = c
-                        return out
                 return await self._read_range(table, pool, offset, end)
             except Exception as exc:
-                self.stats.failed_reads += 1
-                err = io_error(exc, "read")
-                if err is exc:
-                    raise
-                raise err from None
+                self._read_failed(exc)
             finally:
                 b.read_ticks += b.done(_perf_ns(), t0)
                 b.read_ios += 1
                 b.read_sectors += (end - offset) >> SECTOR_SHIFT
         finally:
             dl.release_read()
+
+    def _read_failed(self, exc: Exception) -> NoReturn:
+        """Raise what a failed read raises (``failed_reads`` counted): its `io_error`."""
+        self.stats.failed_reads += 1
+        err = io_error(exc, "read")
+        if err is exc:
+            raise exc
+        raise err from None
 
     async def _read_range(self, table: SlotTable, pool: ZsPool, offset: int, end: int) -> bytes:
         """Assemble the pages of ``[offset, end)``; one join, no scratch buffer.

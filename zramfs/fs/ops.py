@@ -91,12 +91,14 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._devices = registry.devices  # the registry's own dict, changed in place
         self.tree = Tree(registry)
         self.handles: dict[int, Handle] = {}
-        # pyfuse3's synchronous read fast path (our pyfuse3 patch adds
-        # `Operations.read_nowait`; a stock pyfuse3 ignores the attribute):
-        # 4 KiB image reads answered in C, without a coroutine.
-        fast = read_fast_path(self.handles, self._devices)
-        if fast is not None:
-            self.read_nowait = fast
+        # pyfuse3's synchronous handlers (our pyfuse3 patch adds
+        # `Operations.read_nowait` / `write_nowait`; a stock pyfuse3 ignores
+        # them): 4 KiB image reads answered without a coroutine, in C for
+        # lz4 pages, else by the Python `read_nowait` method, else the async
+        # `read` ...
+        self.read_nowait = read_fast_path(  # type: ignore[method-assign,assignment]
+            self.handles, self._devices, self.read_nowait
+        )
         # ... and 4 KiB image writes: in C for the common case, else the
         # Python `write_nowait` (the method), else the async `write`.
         self.write_nowait = write_fast_path(  # type: ignore[method-assign,assignment]
@@ -347,15 +349,35 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         except Exception as e:
             raise _failed("write", e) from None
 
+    def _live_image(self, fh: int) -> ZramDevice | None:
+        """The live device whose image ``fh`` is open on (None for a control
+        file, a bad handle, or a device removed under its handle)."""
+        h = self.handles.get(fh)
+        dev = None if h is None else h.image
+        return dev if dev is not None and self._devices.get(dev.id) is dev else None
+
+    def read_nowait(self, fh: int, off: int, size: int) -> bytes | None:
+        """pyfuse3's synchronous `read` (our patch adds ``Operations.read_nowait``).
+
+        A live device's image: `ZramDevice.read_nowait` (one page held in
+        RAM, any codec, or None to await `read`); anything else: None.
+        """
+        dev = self._live_image(fh)
+        if dev is None:
+            return None
+        try:
+            return dev.read_nowait(off, size)
+        except Exception as e:
+            raise _failed("read", e) from None
+
     def write_nowait(self, fh: int, off: int, buf: bytes) -> int | None:
         """pyfuse3's synchronous `write` (our patch adds ``Operations.write_nowait``).
 
         A live device's image: `ZramDevice.write_nowait` (one page stored
         inline, or None to await `write`); anything else: None.
         """
-        h = self.handles.get(fh)
-        dev = None if h is None else h.image
-        if dev is None or self._devices.get(dev.id) is not dev:
+        dev = self._live_image(fh)
+        if dev is None:
             return None
         try:
             return dev.write_nowait(off, buf)
