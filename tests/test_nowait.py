@@ -119,9 +119,15 @@ def state(t: Twin) -> tuple[object, ...]:
     )
 
 
-async def as_pyfuse3(t: Twin, off: int, size: int) -> tuple[bytes | str, bool]:
-    """What a reader gets, and whether ``read_nowait`` answered."""
-    fast = nowait(t.ops)(t.fh, off, size)
+async def as_pyfuse3(
+    t: Twin, off: int, size: int, whole_chain: bool = False
+) -> tuple[bytes | str, bool]:
+    """What a reader gets, and whether ``read_nowait`` answered: the C alone,
+    or with ``whole_chain`` the mount's whole ``read_nowait`` (C, then Python)."""
+    try:
+        fast = (t.ops.read_nowait if whole_chain else nowait(t.ops))(t.fh, off, size)
+    except pyfuse3.FUSEError as e:
+        return errno.errorcode[e.errno], True
     if fast is not None:
         return fast, True
     try:
@@ -541,21 +547,6 @@ async def test_c_write_leaves_locks_and_odd_requests_to_python() -> None:
 # ---------------------------------------- read_nowait in Python (the C's fallback)
 
 
-async def as_pyfuse3_full(t: Twin, off: int, size: int) -> tuple[bytes | str, bool]:
-    """What a reader gets through the mount's whole ``read_nowait`` (C, then
-    Python), and whether it answered."""
-    try:
-        fast = t.ops.read_nowait(t.fh, off, size)
-    except pyfuse3.FUSEError as e:
-        return errno.errorcode[e.errno], True
-    if fast is not None:
-        return fast, True
-    try:
-        return await t.ops.read(t.fh, off, size), False
-    except pyfuse3.FUSEError as e:
-        return errno.errorcode[e.errno], False
-
-
 @pytest.mark.parametrize("alg", [b"zstd", b"deflate", b"lz4"])
 async def test_python_read_nowait_is_the_async_read(alg: bytes) -> None:
     """Every codec's one-page reads are answered without a coroutine (the
@@ -571,7 +562,7 @@ async def test_python_read_nowait_is_the_async_read(alg: bytes) -> None:
     reqs = pages(*[(i, 1) for i in range(NPAGES)], (0, 4)) + [(100, PAGE), (0, 100)]
     for k, (off, size) in enumerate(reqs):
         a.now[0] = b.now[0] = 5000 + k
-        got, fast = await as_pyfuse3_full(a, off, size)
+        got, fast = await as_pyfuse3(a, off, size, whole_chain=True)
         assert got == await as_async(b, off, size), (off, size)
         assert got == data[off : off + size]
         assert state(a) == state(b), (off, size)
@@ -593,7 +584,7 @@ async def test_python_read_nowait_corrupt_object_is_eio() -> None:
         assert 0 < n < PAGE
         o = (h >> 1) & HANDLE_OFF_MASK
         pool(t.dev).segment_views()[h >> HANDLE_SEG_SHIFT][o : o + n] = b"\xff" * n
-    assert await as_pyfuse3_full(a, 2 * PAGE, PAGE) == ("EIO", True)
+    assert await as_pyfuse3(a, 2 * PAGE, PAGE, whole_chain=True) == ("EIO", True)
     assert await as_async(b, 2 * PAGE, PAGE) == "EIO"
     assert state(a) == state(b) and io(a.dev)[0] == 1
 

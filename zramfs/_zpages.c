@@ -1760,6 +1760,45 @@ get(PyObject *o, PyObject *name)
     return v;
 }
 
+/* What one request served here from t0 to t1 (CLOCK_MONOTONIC ns) leaves
+ * in the Python books, as the async path's DevLock.try_read() and
+ * BlockStat.start + done do: the device lock's grant, the disk's busy time
+ * (io_ticks, when nothing else was in flight), time_in_queue, and the
+ * kind's ticks, ios and sectors.  0, or -1 with an exception. */
+static int
+count_request(PyObject *dev, PyObject *dl, long long t0, long long t1, Py_ssize_t nbytes,
+              int write)
+{
+    PyObject *ls = get(dl, s_stats), *b = get(dev, s_bstat), *v = NULL;
+    long long ms = (t1 - t0) / 1000000;
+    Py_ssize_t in_flight;
+    int rc = -1;
+
+    if (ls == NULL || b == NULL || attr_add(ls, s_acquired, 1) < 0
+        || attr_ssize(b, s_in_flight, &in_flight) < 0)
+        goto out;
+    if (!in_flight) {
+        v = PyLong_FromLongLong(t0);
+        if (v == NULL || PyObject_SetAttr(b, s_busy_since, v) < 0
+            || (ms && attr_add(b, s_io_ticks, ms) < 0))
+            goto out;
+    }
+    if (ms && (attr_add(b, s_time_in_queue, ms) < 0
+               || attr_add(b, write ? s_write_ticks : s_read_ticks, ms) < 0))
+        goto out;
+    if (attr_add(b, write ? s_write_ios : s_read_ios, 1) < 0
+        || attr_add(b, write ? s_write_sectors : s_read_sectors, nbytes >> 9) < 0)
+        goto out;
+    rc = 0;
+out:
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_AttributeError, "zramfs: device statistics missing");
+    Py_XDECREF(ls);
+    Py_XDECREF(b);
+    Py_XDECREF(v);
+    return rc;
+}
+
 /* The live device behind an image file handle, for a request served
  * without a coroutine: registered (the handle's device is the registry's),
  * initialized (table and pool), and its device lock would grant a share as
@@ -1922,7 +1961,7 @@ PyDoc_STRVAR(read_nowait_doc,
 static PyObject *
 read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *dev = NULL, *dl = NULL, *out, *b = NULL, *ls = NULL;
+    PyObject *dev = NULL, *dl = NULL, *out;
     Py_ssize_t nbytes = 0;
 
     if (!nargs_ok("read_nowait", nargs, 4))
@@ -1940,38 +1979,11 @@ read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         return PyObject_Vectorcall(fallback, args + 1, 3, NULL);
     }
     /* Served: the slots are stamped, so from here the read counts, come what
-     * may.  As DevLock.try_read() + ZramDevice.read's BlockStat.start/done. */
-    long long t1 = mono_ns();
-    long long ms = (t1 - t0) / 1000000;
-    ls = get(dl, s_stats);
-    b = get(dev, s_bstat);
-    if (ls == NULL || attr_add(ls, s_acquired, 1) < 0 || b == NULL)
-        goto done;
-    {
-        Py_ssize_t in_flight;
-        if (attr_ssize(b, s_in_flight, &in_flight) < 0)
-            goto done;
-        if (!in_flight) {
-            PyObject *since = PyLong_FromLongLong(t0);
-            if (since == NULL || PyObject_SetAttr(b, s_busy_since, since) < 0) {
-                Py_XDECREF(since);
-                goto done;
-            }
-            Py_DECREF(since);
-            if (ms && attr_add(b, s_io_ticks, ms) < 0)
-                goto done;
-        }
-    }
-    if (ms && (attr_add(b, s_time_in_queue, ms) < 0 || attr_add(b, s_read_ticks, ms) < 0))
-        goto done;
-    if (attr_add(b, s_read_ios, 1) < 0 || attr_add(b, s_read_sectors, nbytes >> 9) < 0)
-        goto done;
-done:
-    PyErr_Clear();
-    Py_XDECREF(ls);
-    Py_XDECREF(b);
-    Py_XDECREF(dev);
-    Py_XDECREF(dl);
+     * may (a failure to count is dropped: the reader gets its data). */
+    if (count_request(dev, dl, t0, mono_ns(), nbytes, 0) < 0)
+        PyErr_Clear();
+    Py_DECREF(dev);
+    Py_DECREF(dl);
     return out;
 }
 
@@ -2485,8 +2497,7 @@ write_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     PyObject *cfg, *handles, *devices, *fallback;
     ImageDev d = {0};
     PyObject *dev, *pool, *comps = NULL, *fn = NULL, *clock = NULL, *t = NULL, *attr = NULL,
-                          *handle = NULL, *by_size = NULL, *out = NULL, *st = NULL, *b = NULL,
-                          *ls = NULL, *v = NULL;
+                          *handle = NULL, *by_size = NULL, *out = NULL, *st = NULL, *v = NULL;
     unsigned long long busy, rmask, lock_mask, special, size_mask, huge_flag;
     long shift;
     Py_ssize_t off, disksize, idx, limit, huge_size;
@@ -2643,28 +2654,8 @@ write_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         }
     }
     /* DevLock.try_read()'s grant, BlockStat.start + write_done. */
-    ls = get(d.dl, s_stats);
-    b = get(dev, s_bstat);
-    if (ls == NULL || b == NULL || attr_add(ls, s_acquired, 1) < 0)
+    if (count_request(dev, d.dl, t0, mono_ns(), PAGE, 1) < 0)
         goto error;
-    {
-        long long t1 = mono_ns(), ms = (t1 - t0) / 1000000;
-        Py_ssize_t in_flight;
-        if (attr_ssize(b, s_in_flight, &in_flight) < 0)
-            goto error;
-        if (!in_flight) {
-            v = PyLong_FromLongLong(t0);
-            if (v == NULL || PyObject_SetAttr(b, s_busy_since, v) < 0)
-                goto error;
-            Py_CLEAR(v);
-            if (ms && attr_add(b, s_io_ticks, ms) < 0)
-                goto error;
-        }
-        if (ms && (attr_add(b, s_time_in_queue, ms) < 0 || attr_add(b, s_write_ticks, ms) < 0))
-            goto error;
-        if (attr_add(b, s_write_ios, 1) < 0 || attr_add(b, s_write_sectors, PAGE >> 9) < 0)
-            goto error;
-    }
     out = PyLong_FromLong(PAGE);
     goto done;
 
@@ -2703,8 +2694,6 @@ done:
     Py_XDECREF(handle);
     Py_XDECREF(by_size);
     Py_XDECREF(st);
-    Py_XDECREF(b);
-    Py_XDECREF(ls);
     Py_XDECREF(v);
     return out;
 }

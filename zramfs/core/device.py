@@ -239,8 +239,8 @@ boottime_seconds: Callable[[], int] = (
 def read_fast_path(
     handles: Mapping[int, object],
     devices: Mapping[int, ZramDevice],
-    fallback: Callable[[int, int, int], bytes | None] | None,
-) -> Callable[[int, int, int], bytes | None] | None:
+    fallback: Callable[[int, int, int], bytes | None],
+) -> Callable[[int, int, int], bytes | None]:
     """pyfuse3's ``Operations.read_nowait`` for a mount (``fallback`` without the accelerator).
 
     ``zramfs._zpages.read_nowait``, bound to the mount's handle table and
@@ -252,8 +252,8 @@ def read_fast_path(
     no coroutine and no Python frame, with the effects `read` would have
     (ac_time, block statistics, the device lock's grant count).  Every
     other request goes, with nothing done, to ``fallback`` (the mount's
-    Python ``read_nowait``: one page, any codec; None: straight to the async
-    read), and what that passes on takes `ZramDevice.read`
+    Python ``read_nowait``: one page, any codec), and what that passes on
+    takes `ZramDevice.read`
     (tests/test_nowait.py runs all of them on the same states).  The C
     reads these attributes of the handle (``image``), the
     device (``id``, ``dev_lock.words``/``.stats``, ``disksize``, ``table``,
@@ -293,7 +293,7 @@ def write_fast_path(
     ``huge_class_size``, ``_actime``, ``stats``, ``comps[0].compress`` and
     the pool's class state (tests/test_zsmalloc.py).
     """
-    if _zp is None or not hasattr(_zp, "write_nowait"):
+    if _zp is None:
         return fallback
     cfg = (
         handles, devices, fallback, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT,
@@ -543,7 +543,7 @@ class ZramDevice:
         try:
             t0 = _perf_ns()
             b = self.bstat
-            if not b.in_flight:  # BlockStat.start(t0)
+            if not b.in_flight:  # BlockStat.start / read_done, inlined (the 4 KiB path)
                 b._busy_since_ns = t0
             b.in_flight += 1
             try:
@@ -589,18 +589,13 @@ class ZramDevice:
             if table is None or pool is None:
                 raise einval("device not initialized")
             t0 = _perf_ns()
-            b = self.bstat
-            if not b.in_flight:  # BlockStat.start(t0)
-                b._busy_since_ns = t0
-            b.in_flight += 1
+            self.bstat.start(t0)
             try:
                 return await self._read_range(table, pool, offset, end)
             except Exception as exc:
                 self._read_failed(exc)
             finally:
-                b.read_ticks += b.done(_perf_ns(), t0)
-                b.read_ios += 1
-                b.read_sectors += (end - offset) >> SECTOR_SHIFT
+                self.bstat.read_done(_perf_ns(), t0, end - offset)
         finally:
             dl.release_read()
 

@@ -106,6 +106,12 @@ class BlockStat:
             self.io_ticks += (now_ns - self._busy_since_ns) // 1_000_000
         return ms
 
+    def read_done(self, now_ns: int, started_ns: int, nbytes: int) -> None:
+        """Close one read of ``nbytes``."""
+        self.read_ticks += self.done(now_ns, started_ns)
+        self.read_ios += 1
+        self.read_sectors += nbytes >> 9
+
     def write_done(self, now_ns: int, started_ns: int, nbytes: int) -> None:
         """Close one write of ``nbytes``."""
         self.write_ticks += self.done(now_ns, started_ns)
