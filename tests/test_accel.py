@@ -54,6 +54,7 @@ def strip_accelerator(dev: ZramDevice) -> None:
     else:
         comp.compress = partial(kernel_lz4.compress, acceleration=level)
     comp.batch_compress = comp.batch_parallel = False
+    comp.compress_pages_begin = None
     comp.decompress_page = comp.decompress_slots = None
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
 
@@ -181,6 +182,51 @@ async def test_two_thread_batches_match_one() -> None:
             assert bytes(f1) == bytes(f2) == want
             kinds["block"] += 1
     assert all(kinds.values()), kinds
+
+
+@pytest.mark.parametrize("ahead_ns", [(10_000, 6_000), (6_000, 10_000), (10_000, 1)])
+async def test_fresh_batches_compressed_ahead_match_page_by_page(
+    ahead_ns: tuple[int, int],
+) -> None:
+    """`_store_fresh_ahead`, forced through `_par_stats`: the tail of each
+    fresh batch compressed on the background helper while the trio thread
+    compresses and stores the head, then stores the tail as it comes.  Heads
+    of 0 pages (a store costs more than compressing), some, and half the
+    batch; same-filled, zero and huge pages among them."""
+    from zramfs.core import device as dm
+
+    fast, slow = await pair(b"lz4")
+    key = ("wf", "lz4", 1)
+    saved_wf = dm._par_stats.get(key)
+    saved_off = dict(dm._offload_stats)
+    # Inline cheaper than offloading.
+    dm._offload_stats[("lz4", 1)] = [10**9, 1]
+    try:
+        model = bytearray(8 << 20)
+        data = mixed_data(256 * 4 + 77, 5)
+        offsets = [0, 1 << 20, 3 << 20, 5 << 20, 6 << 20]
+        sizes = [256, 256, 512, 77, 256]
+        k = 0
+        for off, n in zip(offsets, sizes, strict=True):
+            fast._ahead_ns = ahead_ns
+            fast._comp_cost_ns = 10_000
+            # Warmed up, the split way the cheaper (learning moves it).
+            dm._par_stats[key] = [1000, 500, 1, 0, 100, 100]
+            chunk = bytes(data[k * PAGE : (k + n) * PAGE])
+            for dev in (fast, slow):
+                await dev.write(off, chunk)
+            model[off : off + n * PAGE] = chunk
+            assert fast._ahead_ns != ahead_ns, (off, n)  # the way was taken (and learned from)
+            k = (k + n) % 1024
+        assert dm._par_stats[key][3] == 1
+        await same_state(fast, slow, model)
+    finally:
+        dm._offload_stats.clear()
+        dm._offload_stats.update(saved_off)
+        if saved_wf is None:
+            dm._par_stats.pop(key, None)
+        else:
+            dm._par_stats[key] = saved_wf
 
 
 async def test_corrupt_object_in_a_joined_read_is_eio() -> None:

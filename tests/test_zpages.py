@@ -337,6 +337,95 @@ def test_batch_call_releases_the_gil() -> None:
     assert progressed
 
 
+# ------------------------------------------- compression in the background
+
+
+def test_background_compression_is_the_batch_calls() -> None:
+    """lz4_compress_begin: the same sizes and blocks as lz4_compress_pages,
+    at any position and length, the acceleration passed through."""
+    src = corpus()
+    for pos, count, accel in ((0, 1000, 1), (3 * PAGE + 17, 333, 1), (PAGE, 5, 8), (7, 1, 1)):
+        want_out, want_sizes = zp.lz4_compress_pages(src, pos, count, accel, 1)
+        p = zp.lz4_compress_begin(src, pos, count, accel)
+        assert p.count == count
+        assert p.wait(count) == count
+        assert bytes(p.sizes) == want_sizes
+        assert _meaningful(p.out, bytes(p.sizes)) == _meaningful(want_out, want_sizes)
+
+
+def test_background_progress_is_in_order_and_final() -> None:
+    """wait(want) returns at least min(want, count) pages; what it reported
+    done never changes afterwards."""
+    src = corpus()
+    count = 700
+    want_out, want_sizes = zp.lz4_compress_pages(src, 0, count, 1, 1)
+    want = _meaningful(want_out, want_sizes)
+    p = zp.lz4_compress_begin(src, 0, count, 1)
+    seen = [0]
+    while seen[-1] < count:
+        n = p.wait(seen[-1] + 1)
+        assert seen[-1] < n <= count
+        k0 = seen[-1]
+        got = _meaningful(p.out[k0 * PAGE : n * PAGE], bytes(p.sizes[2 * k0 : 2 * n]))
+        assert got == want[k0:n]
+        seen.append(n)
+    assert p.wait(10**9) == count
+    assert p.wait(0) == count and p.wait(-5) == count
+    assert bytes(p.sizes) == want_sizes
+
+
+def test_background_busy_helper_and_dropped_jobs() -> None:
+    """A second batch while the helper is busy is done before begin returns;
+    a batch dropped unwaited is waited for by its deallocation (src stays
+    valid to the end), and the helper serves the next one."""
+    src = bytearray(corpus()[: 2000 * PAGE])
+    want = zp.lz4_compress_pages(src, 0, 2000, 1, 1)
+    first = zp.lz4_compress_begin(src, 0, 2000, 1)
+    second = zp.lz4_compress_begin(src, PAGE, 10, 1)
+    assert second.wait(0) == 10  # compressed inline: the helper had `first`
+    assert bytes(second.sizes) == want[1][2:22]
+    del first  # waits for the helper
+    third = zp.lz4_compress_begin(src, 0, 2000, 1)
+    with pytest.raises(BufferError):
+        src.extend(b"x")  # src is held while a job lives
+    assert third.wait(2000) == 2000 and bytes(third.sizes) == want[1]
+    with pytest.raises(BufferError):
+        src.extend(b"x")  # ...even when it is done, until it is dropped
+    del second, third
+    src.extend(b"x")
+
+
+def test_background_after_fork() -> None:
+    """A fork()ed child has no helper thread: it starts its own."""
+    src = corpus()[: 300 * PAGE]
+    want = zp.lz4_compress_pages(src, 0, 300, 1, 1)[1]
+    assert zp.lz4_compress_begin(src, 0, 300, 1).wait(300) == 300  # the helper runs
+
+    def child() -> bool:
+        q = zp.lz4_compress_begin(src, 0, 300, 1)
+        return q.wait(300) == 300 and bytes(q.sizes) == want
+
+    check_in_child(child, "lz4_compress_begin")
+
+
+def test_background_bad_arguments() -> None:
+    src = bytes(4 * PAGE)
+    with pytest.raises(ValueError):
+        zp.lz4_compress_begin(src, 0, 5, 1)
+    with pytest.raises(ValueError):
+        zp.lz4_compress_begin(src, -1, 1, 1)
+    with pytest.raises(ValueError):
+        zp.lz4_compress_begin(src, 0, -1, 1)
+    with pytest.raises(TypeError):
+        zp.lz4_compress_begin(src, 0, 1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        zp.lz4_compress_begin("text", 0, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        zp.lz4_compress_begin(src, 0, 1, 2**40)
+    empty = zp.lz4_compress_begin(src, PAGE, 0, 1)
+    assert empty.count == 0 and empty.wait(1) == 0 and empty.out == bytearray()
+
+
 # ------------------------------------------------------------- round trips
 
 

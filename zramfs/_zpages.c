@@ -35,6 +35,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <limits.h>
 #include <pthread.h>
@@ -159,6 +160,28 @@ helper_main(void *p)
     return NULL;
 }
 
+/* A detached pthread running fn(arg) with every signal blocked (so signals
+ * keep going to the interpreter's threads); it lives as long as the process.
+ * Returns whether it started. */
+static int
+start_detached(void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    int masked = pthread_sigmask(SIG_BLOCK, &all, &old) == 0;
+    pthread_attr_t attr;
+    int ok = pthread_attr_init(&attr) == 0;
+    if (ok) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t tid;
+        ok = pthread_create(&tid, &attr, fn, arg) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (masked)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
 /* Start helper i if it is not running (signals blocked, so they keep going
  * to the interpreter's threads; detached: it lives as long as the process).
  * Returns whether it runs.  Called with pool_mu held. */
@@ -175,20 +198,7 @@ helper_ready(int i)
         return 0;
     }
     h->state = 0;
-    sigset_t all, old;
-    sigfillset(&all);
-    int masked = pthread_sigmask(SIG_BLOCK, &all, &old) == 0;
-    pthread_attr_t attr;
-    int ok = pthread_attr_init(&attr) == 0;
-    if (ok) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_t tid;
-        ok = pthread_create(&tid, &attr, helper_main, h) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (masked)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!ok) {
+    if (!start_detached(helper_main, h)) {
         pthread_cond_destroy(&h->cv);
         pthread_mutex_destroy(&h->mu);
         return 0;
@@ -644,6 +654,286 @@ static PyObject *
 lz4hc_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     return compress_pages("lz4hc_compress_pages", args, nargs, 1);
+}
+
+/* ------------------------------------------- compression ahead of a commit */
+
+/* A batch's tail compressed on a background thread while the caller, which
+ * compressed the head itself, commits what is ready (lz4_compress_begin).
+ * The trio thread's store of a page (zsmalloc, the slot table) is Python and
+ * holds the GIL; the helper never needs it.  So one CPU compresses while the
+ * other stores, where lz4_compress_pages(threads=2) made the stores wait for
+ * both halves.
+ *
+ * One background helper (bg_*), long-lived like the run_jobs pool and for
+ * the same reason (a pthread per batch costs ~48 us), serves one batch at a
+ * time: a second begin() while it is busy compresses its pages at once on
+ * the calling thread (GIL released), so correctness never waits for it.
+ * Progress is published under bg_mu every BG_STEP pages; bg_mu and bg_cv are
+ * static and never destroyed, so a waiter may free a job as soon as it has
+ * seen it finished under bg_mu (the helper touches the job only under bg_mu
+ * after that point... and not at all once `finished` is set). */
+#define BG_STEP 16
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer src;        /* held until the helper is done */
+    PyObject *out;        /* bytearray count*4096 */
+    PyObject *sizes;      /* bytearray count*2, uint16 LE */
+    CompressJob job;      /* the whole range; the helper walks it in steps */
+    Py_ssize_t done;      /* pages finished (under bg_mu) */
+    int finished;         /* the helper will not touch this job again (under bg_mu) */
+    int waiting;          /* a caller sleeps on bg_cv for it (under bg_mu) */
+    int have_src;
+    pid_t pid;            /* the process that began it (a fork()ed child has no helper) */
+    LZ4_stream_t state;   /* the helper's hash table */
+} Pending;
+
+static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
+static Pending *bg_job;   /* posted, not yet finished (under bg_mu) */
+static int bg_started;
+static pid_t bg_pid;
+
+static void *
+bg_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&bg_mu);
+    for (;;) {
+        while (bg_job == NULL)
+            pthread_cond_wait(&bg_cv, &bg_mu);
+        Pending *pj = bg_job;
+        const CompressJob j = pj->job;
+        pthread_mutex_unlock(&bg_mu);
+        Py_ssize_t k = 0;
+        for (;;) {
+            CompressJob step = j;
+            step.src = j.src + k * PAGE;
+            step.out = j.out + k * PAGE;
+            step.sizes = j.sizes + 2 * k;
+            step.n = j.n - k < BG_STEP ? j.n - k : BG_STEP;
+            compress_job(&step);
+            k += step.n;
+            pthread_mutex_lock(&bg_mu);
+            pj->done = k;
+            if (k == j.n) {
+                pj->finished = 1;
+                bg_job = NULL;
+            }
+            if (pj->waiting)
+                pthread_cond_broadcast(&bg_cv);
+            if (k == j.n)
+                break; /* bg_mu held: back to waiting for a job */
+            pthread_mutex_unlock(&bg_mu);
+        }
+    }
+    return NULL;
+}
+
+/* Hand `pj` to the helper (starting it if needed); 0 if it cannot be had
+ * (busy with another job, or no thread).  Called without the GIL. */
+static int
+bg_post(Pending *pj)
+{
+    pid_t pid = getpid();
+    if (bg_pid != 0 && bg_pid != pid) {
+        /* A fork()ed child: the parent's helper is not here, and bg_mu may
+         * have been caught held.  The child's only thread sets up anew. */
+        pthread_mutex_init(&bg_mu, NULL);
+        pthread_cond_init(&bg_cv, NULL);
+        bg_job = NULL;
+        bg_started = 0;
+    }
+    pthread_mutex_lock(&bg_mu);
+    bg_pid = pid;
+    if (bg_job != NULL) {
+        pthread_mutex_unlock(&bg_mu);
+        return 0;
+    }
+    if (!bg_started) {
+        if (!start_detached(bg_main, NULL)) {
+            pthread_mutex_unlock(&bg_mu);
+            return 0;
+        }
+        bg_started = 1;
+    }
+    bg_job = pj;
+    pthread_cond_broadcast(&bg_cv);
+    pthread_mutex_unlock(&bg_mu);
+    return 1;
+}
+
+/* Wait (GIL released by the caller) until `want` pages are done or the job
+ * is finished; returns the pages done. */
+static Py_ssize_t
+bg_wait(Pending *pj, Py_ssize_t want)
+{
+    pthread_mutex_lock(&bg_mu);
+    while (!pj->finished && pj->done < want) {
+        pj->waiting = 1;
+        pthread_cond_wait(&bg_cv, &bg_mu);
+    }
+    pj->waiting = 0;
+    Py_ssize_t done = pj->done;
+    pthread_mutex_unlock(&bg_mu);
+    return done;
+}
+
+static void
+pending_dealloc(Pending *pj)
+{
+    if (pj->have_src) {
+        if (pj->pid == getpid()) {
+            Py_BEGIN_ALLOW_THREADS
+            bg_wait(pj, pj->job.n);
+            Py_END_ALLOW_THREADS
+        }
+        PyBuffer_Release(&pj->src);
+    }
+    Py_XDECREF(pj->out);
+    Py_XDECREF(pj->sizes);
+    Py_TYPE(pj)->tp_free((PyObject *)pj);
+}
+
+PyDoc_STRVAR(pending_wait_doc,
+"wait($self, want, /)\n"
+"--\n"
+"\n"
+"Block, with the GIL released, until at least min(want, count) pages are\n"
+"compressed; returns how many are (pages 0..n-1 of the range, in order:\n"
+"their `out` slots and `sizes` entries are final and will not change).");
+
+static PyObject *
+pending_wait(Pending *pj, PyObject *arg)
+{
+    Py_ssize_t want = PyLong_AsSsize_t(arg);
+    if (want == -1 && PyErr_Occurred())
+        return NULL;
+    if (want > pj->job.n)
+        want = pj->job.n;
+    Py_ssize_t done;
+    pthread_mutex_lock(&bg_mu);
+    done = pj->done;
+    pthread_mutex_unlock(&bg_mu);
+    if (done < want) {
+        Py_BEGIN_ALLOW_THREADS
+        done = bg_wait(pj, want);
+        Py_END_ALLOW_THREADS
+    }
+    return PyLong_FromSsize_t(done);
+}
+
+static PyMethodDef pending_methods[] = {
+    {"wait", (PyCFunction)pending_wait, METH_O, pending_wait_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef pending_members[] = {
+    {"out", T_OBJECT_EX, offsetof(Pending, out), READONLY,
+     "bytearray of count*4096: page k's block at [k*4096, k*4096 + size)"},
+    {"sizes", T_OBJECT_EX, offsetof(Pending, sizes), READONLY,
+     "bytearray of count uint16 LE sizes, as lz4_compress_pages gives them"},
+    {"count", T_PYSSIZET, offsetof(Pending, job.n), READONLY, "pages in the range"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject PendingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zramfs._zpages.Pending",
+    .tp_basicsize = sizeof(Pending),
+    .tp_dealloc = (destructor)pending_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pages being compressed by lz4_compress_begin (wait() for them).",
+    .tp_methods = pending_methods,
+    .tp_members = pending_members,
+};
+
+PyDoc_STRVAR(lz4_compress_begin_doc,
+"lz4_compress_begin($module, src, pos, count, acceleration, /)\n"
+"--\n"
+"\n"
+"Start compressing `count` pages of `src` from `pos` on the module's\n"
+"background helper thread; returns a Pending at once.\n"
+"\n"
+"The blocks and sizes are exactly lz4_compress_pages's (same-filled: 0,\n"
+"incompressible: 4096), in Pending.out / Pending.sizes; Pending.wait(want)\n"
+"says how many leading pages are final.  The helper publishes progress every\n"
+"16 pages and never needs the GIL, so the caller can store finished pages\n"
+"(holding the GIL) while later ones are compressed.  `src` is held until\n"
+"the helper is done; dropping the Pending waits for that.  One batch at a\n"
+"time uses the helper: while it is busy (another caller's batch), or if no\n"
+"thread can be started, the pages are compressed before this returns (GIL\n"
+"released), so wait() never blocks.  Errors as lz4_compress_pages's, raised\n"
+"before any work.");
+
+static PyObject *
+lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t pos, count;
+    int param;
+    if (!nargs_ok("lz4_compress_begin", nargs, 4))
+        return NULL;
+    if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &count) < 0
+        || int_arg(args[3], "acceleration", &param) < 0)
+        return NULL;
+    Pending *pj = PyObject_New(Pending, &PendingType);
+    if (pj == NULL)
+        return NULL;
+    pj->out = pj->sizes = NULL;
+    pj->have_src = 0;
+    pj->done = 0;
+    pj->finished = 0;
+    pj->waiting = 0;
+    pj->job.n = 0;
+    pj->pid = getpid();
+    if (PyObject_GetBuffer(args[0], &pj->src, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(pj);
+        return NULL;
+    }
+    pj->have_src = 1;
+    pj->finished = 1; /* until posted: dealloc must not wait */
+    if (pos < 0 || count < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "lz4_compress_begin: pos (%zd) and count (%zd) must be >= 0", pos, count);
+        Py_DECREF(pj);
+        return NULL;
+    }
+    if (pos > pj->src.len || count > (pj->src.len - pos) / PAGE) {
+        PyErr_Format(PyExc_ValueError,
+                     "lz4_compress_begin: pos + count*4096 (%zd + %zd*4096) is beyond the "
+                     "buffer (%zd bytes)",
+                     pos, count, pj->src.len);
+        Py_DECREF(pj);
+        return NULL;
+    }
+    pj->out = PyByteArray_FromStringAndSize(NULL, count * PAGE);
+    pj->sizes = PyByteArray_FromStringAndSize(NULL, count * 2);
+    if (pj->out == NULL || pj->sizes == NULL) {
+        Py_DECREF(pj);
+        return NULL;
+    }
+    pj->job.src = (const char *)pj->src.buf + pos;
+    pj->job.out = PyByteArray_AS_STRING(pj->out);
+    pj->job.sizes = (unsigned char *)PyByteArray_AS_STRING(pj->sizes);
+    pj->job.n = count;
+    pj->job.param = param;
+    pj->job.hc = 0;
+    pj->job.state = &pj->state;
+    if (count == 0) {
+        return (PyObject *)pj;
+    }
+    pj->finished = 0;
+    int posted;
+    Py_BEGIN_ALLOW_THREADS
+    posted = bg_post(pj);
+    if (!posted) {
+        compress_job(&pj->job);
+        pj->done = count;
+        pj->finished = 1;
+    }
+    Py_END_ALLOW_THREADS
+    return (PyObject *)pj;
 }
 
 /* ------------------------------------------------------------ decompression */
@@ -2721,6 +3011,8 @@ static PyMethodDef zpages_methods[] = {
      lz4_compress_pages_doc},
     {"lz4hc_compress_pages", (PyCFunction)(void (*)(void))lz4hc_compress_pages, METH_FASTCALL,
      lz4hc_compress_pages_doc},
+    {"lz4_compress_begin", (PyCFunction)(void (*)(void))lz4_compress_begin, METH_FASTCALL,
+     lz4_compress_begin_doc},
     {"lz4_decompress_pages", (PyCFunction)(void (*)(void))lz4_decompress_pages, METH_FASTCALL,
      lz4_decompress_pages_doc},
     {"lz4_decompress_gather", (PyCFunction)(void (*)(void))lz4_decompress_gather, METH_FASTCALL,
@@ -2769,7 +3061,7 @@ static struct PyModuleDef zpages_module = {
 PyMODINIT_FUNC
 PyInit__zpages(void)
 {
-    if (intern_names() < 0)
+    if (intern_names() < 0 || PyType_Ready(&PendingType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&zpages_module);
     if (m == NULL)

@@ -35,6 +35,21 @@ def lz4hc_compress_pages(
 ) -> tuple[bytearray, bytes]:
     """``lz4_compress_pages`` with LZ4HC at ``level`` (python-lz4 high_compression)."""
 
+class Pending:
+    """Pages being compressed on the module's background helper."""
+
+    count: int
+    out: bytearray
+    sizes: bytearray
+
+    def wait(self, want: int, /) -> int:
+        """Block (GIL released) until >= min(want, count) leading pages are
+        final; returns how many are."""
+
+def lz4_compress_begin(src: Buffer, pos: int, count: int, acceleration: int, /) -> Pending:
+    """``lz4_compress_pages``'s blocks, made on a background thread while the
+    caller goes on; a busy helper means they are made before this returns."""
+
 def lz4_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
     """One page per object (b"" -> zeros, 4096 bytes -> raw copy, else an LZ4
     block of exactly 4096 bytes or ValueError naming the page), GIL released."""

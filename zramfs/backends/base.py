@@ -15,7 +15,7 @@ thin wrappers around one library call).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -50,6 +50,21 @@ DEFAULT_PARAMS = AlgoParams()
 """Nothing set: every backend default. Frozen, so safe as a shared default argument."""
 
 
+class PendingPages(Protocol):
+    """Pages a codec compresses in the background (``compress_pages_begin``)."""
+
+    count: int
+
+    def wait(self, want: int) -> int:
+        """Block (the GIL released) until at least ``min(want, count)``
+        leading pages are compressed; returns how many are."""
+        ...
+
+    def frames(self, lo: int, hi: int) -> Sequence[Buffer]:
+        """Pages ``lo..hi-1`` (all finished) as ``compress_pages`` gives them."""
+        ...
+
+
 @runtime_checkable
 class Codec(Protocol):
     """A configured compressor for one device priority (the kernel's struct zcomp).
@@ -68,6 +83,9 @@ class Codec(Protocol):
       compressing to PAGE_SIZE or more may be any PAGE_SIZE-byte buffer (it is
       stored raw), a same-filled page any buffer (it is never stored);
     * ``batch_parallel`` (true): ``threads`` > 1 may pay;
+    * ``compress_pages_begin(data, pos, count) -> PendingPages`` (not None):
+      the same pages compressed on a background thread, readable as they
+      finish, so the caller can store the first ones meanwhile;
     * ``batch_decompress`` (true) and ``decompress_pages(blobs, threads)``:
       one PAGE_SIZE buffer per blob;
     * ``decompress_slots(views, attr, handle, first, stop, layout, now,

@@ -67,6 +67,7 @@ from zramfs.backends.base import (
     AlgoParams,
     Backend,
     Buffer,
+    PendingPages,
     corrupt,
     dictionary_of,
     int_param,
@@ -117,6 +118,7 @@ class Lz4Codec:
         "_pages",
         "batch_compress",
         "batch_parallel",
+        "compress_pages_begin",
         "decompress_page",
         "decompress_slots",
     )
@@ -143,6 +145,7 @@ class Lz4Codec:
         fast = _zp is not None and self._dict is None
         self.batch_compress = self.batch_parallel = fast
         self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
+        self.compress_pages_begin: Callable[[Buffer, int, int], PendingPages] | None = None
         self.decompress_page: Callable[[Buffer], bytes] | None = None
         self.decompress_slots: Callable[..., bytes | None] | None = None
         if fast:
@@ -152,6 +155,7 @@ class Lz4Codec:
             self.decompress_page = _zp.lz4_decompress_page
             self.decompress_slots = _zp.lz4_read_slots
             if not hc:
+                self.compress_pages_begin = partial(_Lz4Pending, level)
                 # The kernel's blocks (the batch calls make the same), and
                 # no python-lz4 keyword parsing.
                 self.compress = (
@@ -200,6 +204,29 @@ class Lz4Codec:
         if len(out) != dst_len:
             raise corrupt(self.name, f"decoded {len(out)} bytes, expected {dst_len}")
         return out
+
+
+class _Lz4Pending:
+    """`PendingPages` over the accelerator's ``lz4_compress_begin``: the
+    pages are compressed on its background helper, 16 at a time, while the
+    caller stores the ones already done."""
+
+    __slots__ = ("_p", "count")
+
+    def __init__(self, acceleration: int, data: Buffer, pos: int, count: int) -> None:
+        assert _zp is not None
+        self._p = _zp.lz4_compress_begin(data, pos, count, acceleration)
+        self.count = count
+
+    def wait(self, want: int) -> int:
+        return self._p.wait(want)  # type: ignore[no-any-return]
+
+    def frames(self, lo: int, hi: int) -> list[Buffer]:
+        """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
+        mv = memoryview(self._p.out)
+        starts = range(lo * PAGE_SIZE, hi * PAGE_SIZE, PAGE_SIZE)
+        ends = map(add, starts, memoryview(self._p.sizes).cast("H")[lo:hi])
+        return list(map(mv.__getitem__, map(slice, starts, ends)))
 
 
 def _page_at(page_fn: Callable[[Buffer, int], bytes], acceleration: int, src: Buffer) -> bytes:

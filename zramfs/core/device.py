@@ -41,7 +41,7 @@ from typing import NoReturn, TypeVar
 import trio
 
 from ..backends import BACKEND_NAMES, DEFAULT_ALGORITHM, create_codec
-from ..backends.base import AlgoParams, Buffer, Codec
+from ..backends.base import AlgoParams, Buffer, Codec, PendingPages
 from ..backends.lz4 import _zp
 from ..errors import ZramError, einval
 from . import kparse, postprocess
@@ -143,6 +143,10 @@ _CPUS = os.cpu_count() or 1
 # pages 110 -> 120 µs: below, starting the thread costs more than it saves).
 JOIN_SPLIT_MIN_PAGES = 128
 PARALLEL = _CPUS > 1
+# A fresh batch from this many pages on may be stored while its tail is
+# compressed in the background (`ZramDevice._store_fresh_ahead`): below it
+# the helper's hand-off (~20 us) is a large part of the work.
+AHEAD_MIN_PAGES = 32
 # Whether splitting pays depends on the machine's load (a busy second CPU
 # makes it slower than one thread), so both ways are timed, per direction and
 # codec: (kind "w"/"r", codec name, level) -> [one-thread ns per page, split
@@ -204,6 +208,16 @@ def _split_call(kind: str, comp: Codec, pages: int, call: Callable[[int], _T]) -
     if out is not None:
         _split_learn(st, _perf_ns() - t0, pages)
     return out
+
+
+def _same_of(frames: Sequence[Buffer]) -> tuple[list[int], Sequence[Buffer]]:
+    """A batch codec's frames split as `_compress_batch` returns them: the
+    same-filled pages (the codec gives them empty frames: its C test is
+    ``page_same_filled()``) and the frames of the others."""
+    if all(map(len, frames)):
+        return [], frames
+    same = [k for k, f in enumerate(frames) if not len(f)]
+    return same, _without(frames, same)
 
 
 def _without(frames: Sequence[Buffer], same: list[int]) -> Sequence[Buffer]:
@@ -401,6 +415,9 @@ class ZramDevice:
         # Wall ns per page of an inline write batch (EWMA); the offloaded
         # figure is per codec, in _offload_stats (see _write_full).
         self._comp_cost_ns = 10_000
+        # `_store_fresh_ahead`'s figures: the trio thread's ns to compress a
+        # page and to store one (EWMAs; lz4 on this machine to start with).
+        self._ahead_ns = (10_000, 6_000)
         # ac_time stamped by stores, read from the clock once per request
         # (a clock call per page costs ~0.5 µs, 5% of an lz4 page).
         self._actime = 0
@@ -1059,16 +1076,102 @@ class ZramDevice:
         """Store a batch into slots that hold nothing and nobody holds, at once.
 
         `_write_full`'s inline fast path when no ``mem_limit`` is set:
-        `compress_run`, then `_commit_fresh`.  No ``await``: nobody can see
-        the slots in between (as in `_store_run`).  Returns False, having
-        changed nothing, if a page failed to compress (the caller then goes
-        page by page, storing the pages before it and failing at it).
+        `compress_run`, then `_commit_fresh`, or, for a codec that compresses
+        in the background, `_store_fresh_ahead` when that measures faster
+        (`_split_pays`, kind "wf": compression and stores timed together).
+        No ``await``: nobody can see the slots in between (as in
+        `_store_run`).  Returns False, having changed nothing, if a page
+        failed to compress (the caller then goes page by page, storing the
+        pages before it and failing at it).
         """
+        begin = getattr(comp, "compress_pages_begin", None)
+        if (
+            begin is not None
+            and PARALLEL
+            and count >= AHEAD_MIN_PAGES
+            and count * self._comp_cost_ns >= PARALLEL_MIN_NS
+        ):
+            return _split_call(
+                "wf",
+                comp,
+                count,
+                lambda threads: (
+                    self._store_fresh_ahead(table, pool, comp, begin, first, data, pos, count)
+                    if threads > 1
+                    else self._store_fresh_now(table, pool, comp, first, data, pos, count)
+                ),
+            )
+        return self._store_fresh_now(table, pool, comp, first, data, pos, count)
+
+    def _store_fresh_now(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        first: int,
+        data: bytes,
+        pos: int,
+        count: int,
+    ) -> bool:
+        """`_store_fresh`: every page compressed (`_compress_batch`), then stored."""
         try:
             same, blobs = self._compress_batch(comp, data, pos, count)
         except Exception:
             return False
         self._commit_fresh(table, pool, first, data, pos, count, same, blobs, 0)
+        return True
+
+    def _store_fresh_ahead(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        begin: Callable[[Buffer, int, int], PendingPages],
+        first: int,
+        data: bytes,
+        pos: int,
+        count: int,
+    ) -> bool:
+        """`_store_fresh` with the compression of the batch's tail running on
+        the codec's background thread while this one compresses the head,
+        stores it, then stores the tail's pages as they come.
+
+        With ``c`` the trio thread's ns to compress a page and ``s`` its ns
+        to store one (both measured here, EWMAs in ``_ahead_ns``), the head
+        is ``count * (c - s) / 2c`` pages: then both threads are busy until
+        the end (the trio thread ``a*c + count*s``, the helper ``(count -
+        a)*c``), where compressing on two threads and then storing takes
+        ``count*(c/2 + s)``.  The codec's compression cannot fail (lz4's C);
+        a store that fails (ENOMEM) raises with the pages before it stored,
+        as page by page would.
+        """
+        c_ns, s_ns = self._ahead_ns
+        head = max(0, min(count >> 1, count * (c_ns - s_ns) // (2 * c_ns)))
+        pending = begin(data, pos + (head << PAGE_SHIFT), count - head)
+        if head:
+            t0 = _perf_ns()
+            frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
+            t1 = _perf_ns()
+            same, blobs = _same_of(frames)
+            self._commit_fresh(table, pool, first, data, pos, head, same, blobs, 0)
+            c_ns += ((t1 - t0) // head - c_ns) >> _EWMA_SHIFT
+            s_ns += ((_perf_ns() - t1) // head - s_ns) >> _EWMA_SHIFT
+        k = 0
+        tail = count - head
+        stored_ns = 0
+        while k < tail:
+            done = pending.wait(k + 1)
+            t0 = _perf_ns()
+            same, blobs = _same_of(pending.frames(k, done))
+            idx = head + k
+            self._commit_fresh(
+                table, pool, first + idx, data, pos + (idx << PAGE_SHIFT), done - k, same, blobs, 0
+            )
+            stored_ns += _perf_ns() - t0
+            k = done
+        if tail:
+            s_ns += (stored_ns // tail - s_ns) >> _EWMA_SHIFT
+        self._ahead_ns = (c_ns, max(1, s_ns))
         return True
 
     def _commit_fresh(
