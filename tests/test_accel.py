@@ -199,6 +199,7 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
     key = ("wf", "lz4", 1)
     saved_wf = dm._par_stats.get(key)
     saved_off = dict(dm._offload_stats)
+    saved_ahead = dict(dm._ahead_stats)
     # Inline cheaper than offloading.
     dm._offload_stats[("lz4", 1)] = [10**9, 1]
     try:
@@ -208,7 +209,7 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
         sizes = [256, 256, 512, 77, 256]
         k = 0
         for off, n in zip(offsets, sizes, strict=True):
-            fast._ahead_ns = ahead_ns
+            dm._ahead_stats[("lz4", 1)] = list(ahead_ns)
             fast._comp_cost_ns = 10_000
             # Warmed up, the split way the cheaper (learning moves it).
             dm._par_stats[key] = [1000, 500, 1, 0, 100, 100]
@@ -216,13 +217,16 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
             for dev in (fast, slow):
                 await dev.write(off, chunk)
             model[off : off + n * PAGE] = chunk
-            assert fast._ahead_ns != ahead_ns, (off, n)  # the way was taken (and learned from)
+            # The way was taken (and learned from).
+            assert dm._ahead_stats[("lz4", 1)] != list(ahead_ns), (off, n)
             k = (k + n) % 1024
         assert dm._par_stats[key][3] == 1
         await same_state(fast, slow, model)
     finally:
         dm._offload_stats.clear()
         dm._offload_stats.update(saved_off)
+        dm._ahead_stats.clear()
+        dm._ahead_stats.update(saved_ahead)
         if saved_wf is None:
             dm._par_stats.pop(key, None)
         else:

@@ -15,7 +15,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -1386,6 +1386,78 @@ async def test_zstd_long_reads_one_or_two_threads_give_the_data(split: int) -> N
         else:
             device_mod._par_stats[key] = saved
     await dev.reset()
+
+
+@pytest.fixture
+def forced_fresh_way() -> Iterator[Callable[[ZramDevice, int], None]]:
+    """``force(dev, split)``: the next fresh batch of ``dev`` is stored inline,
+    compressed ahead on the codec's background thread (split 1) or all at
+    once first (split 0), whatever was measured; the module's figures are
+    restored afterwards."""
+    from zramfs.core import device as dm
+
+    saved = (dict(dm._par_stats), dict(dm._offload_stats), dict(dm._ahead_stats))
+
+    def force(dev: ZramDevice, split: int) -> None:
+        comp = dev.comps[0]
+        assert comp is not None
+        dev._comp_cost_ns = 10_000
+        dm._offload_stats[(comp.name, comp.params.level)] = [10**9, 1]  # inline
+        ns = [1000, 500] if split else [500, 1000]
+        dm._par_stats[("wf", comp.name, comp.params.level)] = [*ns, 1, 0, 100, 100]
+
+    yield force
+    dm._par_stats.clear()
+    dm._par_stats.update(saved[0])
+    dm._offload_stats.clear()
+    dm._offload_stats.update(saved[1])
+    dm._ahead_stats.clear()
+    dm._ahead_stats.update(saved[2])
+
+
+async def test_a_failing_background_compression_goes_on_page_by_page(
+    forced_fresh_way: Callable[[ZramDevice, int], None],
+) -> None:
+    """The background part raising (a codec error) after some pages were
+    stored: the batch is finished page by page, nothing lost, and the
+    counters are those of a device that stored it at once."""
+    from zramfs.backends.base import PendingPages
+
+    pages = [text(k, PAGE) for k in range(256)]
+    data = b"".join(pages)
+    ref = await new_dev(b"2M", alg=b"lz4")
+    await ref.write(0, data)
+    dev = await new_dev(b"2M", alg=b"lz4")
+    comp = dev.comps[0]
+    assert comp is not None
+    real = comp.compress_pages_begin  # type: ignore[attr-defined]
+    if real is None:
+        pytest.skip("lz4 without the accelerator compresses nothing in the background")
+    calls = []
+
+    class Breaks:
+        def __init__(self, inner: PendingPages) -> None:
+            self.inner = inner
+            self.count = inner.count
+
+        def wait(self, want: int) -> int:
+            calls.append(want)
+            if want > 40:
+                raise RuntimeError("codec failure")
+            return min(self.inner.wait(want), 40)
+
+        def frames(self, lo: int, hi: int) -> object:
+            return self.inner.frames(lo, hi)
+
+    comp.compress_pages_begin = lambda d, p, n: Breaks(real(d, p, n))  # type: ignore[attr-defined]
+    forced_fresh_way(dev, 1)
+    assert await dev.write(0, data) == len(data)
+    assert calls and calls[-1] > 40  # it was used, and it failed
+    assert await dev.read(0, len(data)) == data
+    assert mm(dev) == mm(ref)
+    assert table(dev).attr.tolist() == table(ref).attr.tolist()
+    for d in (dev, ref):
+        await d.reset()
 
 
 def test_split_learning_drops_the_cold_sample_and_warms_up_both_ways() -> None:

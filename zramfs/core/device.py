@@ -159,6 +159,10 @@ AHEAD_MIN_PAGES = 32
 # `_WARMUP` samples counted; then the cheaper is taken, and every
 # `_EXPLORE`-th batch the other, to keep its figure current.
 _par_stats: dict[tuple[str, str, int | None], list[int]] = {}
+# `ZramDevice._store_fresh_ahead`'s figures per (codec name, level): the
+# trio thread's ns to compress a page and to store one (EWMAs; lz4 on this
+# machine to start with).
+_ahead_stats: dict[tuple[str, int | None], list[int]] = {}
 
 
 def _split_pays(kind: str, comp: Codec) -> list[int]:
@@ -208,16 +212,6 @@ def _split_call(kind: str, comp: Codec, pages: int, call: Callable[[int], _T]) -
     if out is not None:
         _split_learn(st, _perf_ns() - t0, pages)
     return out
-
-
-def _same_of(frames: Sequence[Buffer]) -> tuple[list[int], Sequence[Buffer]]:
-    """A batch codec's frames split as `_compress_batch` returns them: the
-    same-filled pages (the codec gives them empty frames: its C test is
-    ``page_same_filled()``) and the frames of the others."""
-    if all(map(len, frames)):
-        return [], frames
-    same = [k for k, f in enumerate(frames) if not len(f)]
-    return same, _without(frames, same)
 
 
 def _without(frames: Sequence[Buffer], same: list[int]) -> Sequence[Buffer]:
@@ -415,9 +409,6 @@ class ZramDevice:
         # Wall ns per page of an inline write batch (EWMA); the offloaded
         # figure is per codec, in _offload_stats (see _write_full).
         self._comp_cost_ns = 10_000
-        # `_store_fresh_ahead`'s figures: the trio thread's ns to compress a
-        # page and to store one (EWMAs; lz4 on this machine to start with).
-        self._ahead_ns = (10_000, 6_000)
         # ac_time stamped by stores, read from the clock once per request
         # (a clock call per page costs ~0.5 µs, 5% of an lz4 page).
         self._actime = 0
@@ -993,13 +984,12 @@ class ZramDevice:
         # a task that is awaiting (recompress, writeback, a reader of a
         # written-back page).
         t0 = time.perf_counter_ns()
-        if (
-            not self.limit_pages
-            and table.clear(first, first + count)
-            and self._store_fresh(table, pool, comp, first, data, pos, count)
-        ):
-            self._learn_cost(time.perf_counter_ns() - t0, count)
-            return
+        k = 0
+        if not self.limit_pages and table.clear(first, first + count):
+            k = self._store_fresh(table, pool, comp, first, data, pos, count)
+            if k == count:
+                self._learn_cost(time.perf_counter_ns() - t0, count)
+                return
         locks = table.locks
         # Slots that hold data (overwrites): a batch codec still compresses
         # the whole batch in one call; `_store_run` then stores page by page
@@ -1010,7 +1000,6 @@ class ZramDevice:
                 frames = self._batch_frames(comp, data, pos, count)
             except Exception:
                 frames = None  # page by page: the failing page fails alone
-        k = 0
         while True:
             k = self._store_run(table, pool, first, data, pos, k, count, frames)
             if k >= count:
@@ -1072,7 +1061,7 @@ class ZramDevice:
         data: bytes,
         pos: int,
         count: int,
-    ) -> bool:
+    ) -> int:
         """Store a batch into slots that hold nothing and nobody holds, at once.
 
         `_write_full`'s inline fast path when no ``mem_limit`` is set:
@@ -1080,9 +1069,9 @@ class ZramDevice:
         in the background, `_store_fresh_ahead` when that measures faster
         (`_split_pays`, kind "wf": compression and stores timed together).
         No ``await``: nobody can see the slots in between (as in
-        `_store_run`).  Returns False, having changed nothing, if a page
-        failed to compress (the caller then goes page by page, storing the
-        pages before it and failing at it).
+        `_store_run`).  Returns how many leading pages it stored: fewer than
+        ``count`` if a page failed to compress (the caller then goes on page
+        by page, storing the pages before the failing one and failing at it).
         """
         begin = getattr(comp, "compress_pages_begin", None)
         if (
@@ -1112,14 +1101,15 @@ class ZramDevice:
         data: bytes,
         pos: int,
         count: int,
-    ) -> bool:
-        """`_store_fresh`: every page compressed (`_compress_batch`), then stored."""
+    ) -> int:
+        """`_store_fresh`: every page compressed (`_compress_batch`), then
+        stored; 0 pages if one fails to compress."""
         try:
             same, blobs = self._compress_batch(comp, data, pos, count)
         except Exception:
-            return False
+            return 0
         self._commit_fresh(table, pool, first, data, pos, count, same, blobs, 0)
-        return True
+        return count
 
     def _store_fresh_ahead(
         self,
@@ -1131,48 +1121,59 @@ class ZramDevice:
         data: bytes,
         pos: int,
         count: int,
-    ) -> bool:
+    ) -> int:
         """`_store_fresh` with the compression of the batch's tail running on
         the codec's background thread while this one compresses the head,
         stores it, then stores the tail's pages as they come.
 
         With ``c`` the trio thread's ns to compress a page and ``s`` its ns
-        to store one (both measured here, EWMAs in ``_ahead_ns``), the head
+        to store one (both measured here, EWMAs per codec in `_ahead_stats`), the head
         is ``count * (c - s) / 2c`` pages: then both threads are busy until
         the end (the trio thread ``a*c + count*s``, the helper ``(count -
         a)*c``), where compressing on two threads and then storing takes
-        ``count*(c/2 + s)``.  The codec's compression cannot fail (lz4's C);
-        a store that fails (ENOMEM) raises with the pages before it stored,
-        as page by page would.
+        ``count*(c/2 + s)``.  If the background part fails (a codec error),
+        the pages stored so far are returned and the caller goes on page by
+        page; a store that fails (ENOMEM) raises with the pages before it
+        stored, as page by page would.
         """
-        c_ns, s_ns = self._ahead_ns
+        key = (comp.name, comp.params.level)
+        figures = _ahead_stats.get(key)
+        if figures is None:
+            figures = _ahead_stats[key] = [10_000, 6_000]
+        c_ns, s_ns = figures
         head = max(0, min(count >> 1, count * (c_ns - s_ns) // (2 * c_ns)))
         pending = begin(data, pos + (head << PAGE_SHIFT), count - head)
         if head:
             t0 = _perf_ns()
-            frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
+            try:
+                frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
+            except Exception:
+                return 0
             t1 = _perf_ns()
-            same, blobs = _same_of(frames)
-            self._commit_fresh(table, pool, first, data, pos, head, same, blobs, 0)
+            same = _same_pages(data, pos, head)
+            self._commit_fresh(table, pool, first, data, pos, head, same, _without(frames, same), 0)
             c_ns += ((t1 - t0) // head - c_ns) >> _EWMA_SHIFT
             s_ns += ((_perf_ns() - t1) // head - s_ns) >> _EWMA_SHIFT
         k = 0
         tail = count - head
         stored_ns = 0
         while k < tail:
-            done = pending.wait(k + 1)
+            try:
+                done = pending.wait(k + 1)
+            except Exception:
+                return head + k
             t0 = _perf_ns()
-            same, blobs = _same_of(pending.frames(k, done))
-            idx = head + k
-            self._commit_fresh(
-                table, pool, first + idx, data, pos + (idx << PAGE_SHIFT), done - k, same, blobs, 0
-            )
+            p = pos + ((head + k) << PAGE_SHIFT)
+            same = _same_pages(data, p, done - k)
+            blobs = _without(pending.frames(k, done), same)
+            self._commit_fresh(table, pool, first + head + k, data, p, done - k, same, blobs, 0)
             stored_ns += _perf_ns() - t0
             k = done
         if tail:
             s_ns += (stored_ns // tail - s_ns) >> _EWMA_SHIFT
-        self._ahead_ns = (c_ns, max(1, s_ns))
-        return True
+        figures[0] = max(1, c_ns)
+        figures[1] = max(1, s_ns)
+        return count
 
     def _commit_fresh(
         self,
