@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from zramfs.core.attrs import BY_NAME
 from zramfs.core.device import ZramDevice
-from zramfs.core.slots import SlotTable
-from zramfs.core.zsmalloc import ZsPool
+from zramfs.core.slots import SAME, SIZE_MASK, WB, SlotTable
+from zramfs.core.zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT, ZsPool
 
 
 def table(dev: ZramDevice) -> SlotTable:
@@ -26,6 +26,24 @@ def mm(dev: ZramDevice) -> list[int]:
 def io(dev: ZramDevice) -> list[int]:
     """io_stat's four columns as ints."""
     return [int(x) for x in dev.show_io_stat().split()]
+
+
+def locations(dev: ZramDevice) -> list[object]:
+    """Every slot's handle word with pool handles as (class size, the class's
+    own segment index, offset): equal for two devices that stored the same
+    objects in the same places, whatever order their classes took segment
+    numbers in (a fresh batch stored in pieces grows classes in another
+    order than one stored at once; docs/design.md, "Batched stores").
+    Same-filled words and backing-device indexes are kept as they are."""
+    t, p = table(dev), pool(dev)
+    out: list[object] = []
+    for a, h in zip(t.attr.tolist(), t.handle.tolist(), strict=True):
+        if a & SIZE_MASK and not a & (SAME | WB):
+            c, slot0, _q = p._seg_info[h >> HANDLE_SEG_SHIFT]
+            out.append((c.size, slot0 >> c.shift, h & HANDLE_OFF_MASK))
+        else:
+            out.append(h)
+    return out
 
 
 async def store(dev: ZramDevice, name: str, buf: bytes) -> None:

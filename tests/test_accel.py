@@ -184,18 +184,25 @@ async def test_two_thread_batches_match_one() -> None:
     assert all(kinds.values()), kinds
 
 
-@pytest.mark.parametrize("ahead_ns", [(10_000, 6_000), (6_000, 10_000), (10_000, 1)])
-async def test_fresh_batches_compressed_ahead_match_page_by_page(
-    ahead_ns: tuple[int, int],
-) -> None:
+@pytest.mark.parametrize("share", [0, 200, 768])
+async def test_fresh_batches_compressed_ahead_match_page_by_page(share: int) -> None:
     """`_store_fresh_ahead`, forced through `_par_stats`: the tail of each
     fresh batch compressed on the background helper while the trio thread
     compresses and stores the head, then stores the tail as it comes.  Heads
-    of 0 pages (a store costs more than compressing), some, and half the
-    batch; same-filled, zero and huge pages among them."""
+    of no page, a fifth and three quarters of the batch; same-filled, zero
+    and huge pages among them."""
     from zramfs.core import device as dm
 
     fast, slow = await pair(b"lz4")
+    comp = fast.comps[0]
+    real = comp.compress_pages_begin  # type: ignore[union-attr]
+    begun: list[int] = []
+
+    def spy(data: object, pos: int, count: int) -> object:
+        begun.append(count)
+        return real(data, pos, count)
+
+    comp.compress_pages_begin = spy  # type: ignore[union-attr]
     key = ("wf", "lz4", 1)
     saved_wf = dm._par_stats.get(key)
     saved_off = dict(dm._offload_stats)
@@ -209,7 +216,8 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
         sizes = [256, 256, 512, 77, 256]
         k = 0
         for off, n in zip(offsets, sizes, strict=True):
-            dm._ahead_stats[("lz4", 1)] = list(ahead_ns)
+            figures = [10_000, share]
+            dm._ahead_stats[("lz4", 1)] = figures
             fast._comp_cost_ns = 10_000
             # Warmed up, the split way the cheaper (learning moves it).
             dm._par_stats[key] = [1000, 500, 1, 0, 100, 100]
@@ -217,8 +225,9 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
             for dev in (fast, slow):
                 await dev.write(off, chunk)
             model[off : off + n * PAGE] = chunk
-            # The way was taken (and learned from).
-            assert dm._ahead_stats[("lz4", 1)] != list(ahead_ns), (off, n)
+            # The way was taken, with the head the share gives.
+            assert begun[-1] == n - (n * share >> 10), (off, n, begun)
+            begun.clear()
             k = (k + n) % 1024
         assert dm._par_stats[key][3] == 1
         await same_state(fast, slow, model)

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,7 +25,7 @@ import trio.testing
 
 from tests.devutil import io, mm, pool, store, table
 from zramfs.backends import BACKEND_NAMES, create_codec
-from zramfs.backends.base import AlgoParams
+from zramfs.backends.base import AlgoParams, PendingPages
 from zramfs.core.attrs import ATTRS, BY_NAME, DEBUGFS_ATTRS
 from zramfs.core.device import ZramDevice
 from zramfs.core.entrylock import LOCK_MASK
@@ -1421,7 +1422,6 @@ async def test_a_failing_background_compression_goes_on_page_by_page(
     """The background part raising (a codec error) after some pages were
     stored: the batch is finished page by page, nothing lost, and the
     counters are those of a device that stored it at once."""
-    from zramfs.backends.base import PendingPages
 
     pages = [text(k, PAGE) for k in range(256)]
     data = b"".join(pages)
@@ -1458,6 +1458,66 @@ async def test_a_failing_background_compression_goes_on_page_by_page(
     assert table(dev).attr.tolist() == table(ref).attr.tolist()
     for d in (dev, ref):
         await d.reset()
+
+
+@pytest.mark.parametrize("helper", ["slow", "idle"])
+async def test_the_head_share_moves_toward_the_idle_side(
+    helper: str, forced_fresh_way: Callable[[ZramDevice, int], None]
+) -> None:
+    """`_store_fresh_ahead`'s feedback: when the trio thread waits for the
+    helper, the head grows; when the helper sits idle at the end, it
+    shrinks.  (Delays injected into the real helper's results or into the
+    stores; the data is still right.)"""
+    from zramfs.core import device as dm
+
+    dev = await new_dev(b"2M", alg=b"lz4")
+    comp = dev.comps[0]
+    assert comp is not None
+    real = comp.compress_pages_begin  # type: ignore[attr-defined]
+    if real is None:
+        pytest.skip("lz4 without the accelerator compresses nothing in the background")
+
+    class Slow:
+        """The helper's pages arrive 2 ms late: it finishes when they do."""
+
+        def __init__(self, inner: PendingPages) -> None:
+            self.inner = inner
+            self.count = inner.count
+            self.done_at = 0
+
+        def wait(self, want: int) -> int:
+            n = self.inner.wait(self.count)
+            time.sleep(0.002)
+            self.done_at = time.perf_counter_ns()
+            return n
+
+        @property
+        def finished_ns(self) -> int:
+            return self.done_at
+
+        def frames(self, lo: int, hi: int) -> object:
+            return self.inner.frames(lo, hi)
+
+    if helper == "slow":
+        comp.compress_pages_begin = lambda d, p, n: Slow(real(d, p, n))  # type: ignore[attr-defined]
+    else:  # the trio thread's stores are slow: the helper is done long before
+
+        def slow_commit(*args: Any) -> None:
+            time.sleep(0.001)
+            commit(*args)
+
+        commit = dev._commit_fresh
+        dev._commit_fresh = slow_commit  # type: ignore[method-assign,assignment]
+    data = b"".join(text(k, PAGE) for k in range(256))
+    forced_fresh_way(dev, 1)
+    dm._ahead_stats[("lz4", 1)] = figures = [10_000, 400]
+    await dev.write(0, data)
+    assert await dev.read(0, len(data)) == data
+    if helper == "slow":
+        assert figures[1] > 400
+    else:
+        assert figures[1] < 400
+    await dev.reset()
 
 
 def test_split_learning_drops_the_cold_sample_and_warms_up_both_ways() -> None:

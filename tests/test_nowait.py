@@ -25,7 +25,7 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
-from tests.devutil import io, mm, pool, store, table
+from tests.devutil import io, locations, mm, pool, store, table
 from zramfs.backends.lz4 import ACCELERATED, _zp
 from zramfs.core.device import JOIN_SPLIT_MIN_PAGES, PARALLEL, ZramDevice, boottime_seconds
 from zramfs.core.registry import ZramRegistry
@@ -110,7 +110,7 @@ def state(t: Twin) -> tuple[object, ...]:
     tb = t.dev.table
     return (
         None if tb is None else tb.attr.tolist(),
-        None if tb is None else tb.handle.tolist(),
+        None if tb is None else locations(t.dev),
         (b.read_ios, b.read_sectors, b.in_flight, b.write_ios, b.write_sectors),
         mm(t.dev),
         io(t.dev),

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sysconfig
 import threading
+import time
 from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -360,7 +361,9 @@ def test_background_progress_is_in_order_and_final() -> None:
     count = 700
     want_out, want_sizes = zp.lz4_compress_pages(src, 0, count, 1, 1)
     want = _meaningful(want_out, want_sizes)
+    t_begin = time.perf_counter_ns()
     p = zp.lz4_compress_begin(src, 0, count, 1)
+    assert p.finished_ns == 0 or p.wait(0) == count  # 0 until the last page is done
     seen = [0]
     while seen[-1] < count:
         n = p.wait(seen[-1] + 1)
@@ -372,6 +375,8 @@ def test_background_progress_is_in_order_and_final() -> None:
     assert p.wait(10**9) == count
     assert p.wait(0) == count and p.wait(-5) == count
     assert bytes(p.sizes) == want_sizes
+    # finished_ns: CLOCK_MONOTONIC, as time.perf_counter_ns() reads it on Linux.
+    assert t_begin < p.finished_ns <= time.perf_counter_ns()
 
 
 def test_background_busy_helper_and_dropped_jobs() -> None:

@@ -685,9 +685,12 @@ typedef struct {
     int finished;         /* the helper will not touch this job again (under bg_mu) */
     int waiting;          /* a caller sleeps on bg_cv for it (under bg_mu) */
     int have_src;
+    long long finished_ns; /* CLOCK_MONOTONIC when the last page was done (under bg_mu) */
     pid_t pid;            /* the process that began it (a fork()ed child has no helper) */
     LZ4_stream_t state;   /* the helper's hash table */
 } Pending;
+
+static long long mono_ns(void);
 
 static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
@@ -718,6 +721,7 @@ bg_main(void *unused)
             pthread_mutex_lock(&bg_mu);
             pj->done = k;
             if (k == j.n) {
+                pj->finished_ns = mono_ns();
                 pj->finished = 1;
                 bg_job = NULL;
             }
@@ -835,6 +839,8 @@ static PyMemberDef pending_members[] = {
     {"sizes", T_OBJECT_EX, offsetof(Pending, sizes), READONLY,
      "bytearray of count uint16 LE sizes, as lz4_compress_pages gives them"},
     {"count", T_PYSSIZET, offsetof(Pending, job.n), READONLY, "pages in the range"},
+    {"finished_ns", T_LONGLONG, offsetof(Pending, finished_ns), READONLY,
+     "time.monotonic_ns() when the last page was done (0 before; read it after wait(count))"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -884,6 +890,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     pj->have_src = 0;
     pj->done = 0;
     pj->finished = 0;
+    pj->finished_ns = 0;
     pj->waiting = 0;
     pj->job.n = 0;
     pj->pid = getpid();
@@ -921,6 +928,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     pj->job.hc = 0;
     pj->job.state = &pj->state;
     if (count == 0) {
+        pj->finished_ns = mono_ns();
         return (PyObject *)pj;
     }
     pj->finished = 0;
@@ -930,6 +938,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     if (!posted) {
         compress_job(&pj->job);
         pj->done = count;
+        pj->finished_ns = mono_ns();
         pj->finished = 1;
     }
     Py_END_ALLOW_THREADS

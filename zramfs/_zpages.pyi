@@ -41,6 +41,7 @@ class Pending:
     count: int
     out: bytearray
     sizes: bytearray
+    finished_ns: int
 
     def wait(self, want: int, /) -> int:
         """Block (GIL released) until >= min(want, count) leading pages are

@@ -55,6 +55,12 @@ class PendingPages(Protocol):
 
     count: int
 
+    @property
+    def finished_ns(self) -> int:
+        """``time.perf_counter_ns()`` when the last page was done (read after
+        a `wait` that returned ``count``)."""
+        ...
+
     def wait(self, want: int) -> int:
         """Block (the GIL released) until at least ``min(want, count)``
         leading pages are compressed; returns how many are."""

@@ -221,6 +221,10 @@ class _Lz4Pending:
     def wait(self, want: int) -> int:
         return self._p.wait(want)  # type: ignore[no-any-return]
 
+    @property
+    def finished_ns(self) -> int:
+        return self._p.finished_ns  # type: ignore[no-any-return]
+
     def frames(self, lo: int, hi: int) -> list[Buffer]:
         """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
         mv = memoryview(self._p.out)

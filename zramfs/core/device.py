@@ -147,6 +147,9 @@ PARALLEL = _CPUS > 1
 # compressed in the background (`ZramDevice._store_fresh_ahead`): below it
 # the helper's hand-off (~20 us) is a large part of the work.
 AHEAD_MIN_PAGES = 32
+# The head's starting share of such a batch (of 1024) and its ceiling.
+AHEAD_SHARE = 200
+AHEAD_SHARE_MAX = 768
 # Whether splitting pays depends on the machine's load (a busy second CPU
 # makes it slower than one thread), so both ways are timed, per direction and
 # codec: (kind "w"/"r", codec name, level) -> [one-thread ns per page, split
@@ -160,8 +163,8 @@ AHEAD_MIN_PAGES = 32
 # `_EXPLORE`-th batch the other, to keep its figure current.
 _par_stats: dict[tuple[str, str, int | None], list[int]] = {}
 # `ZramDevice._store_fresh_ahead`'s figures per (codec name, level): the
-# trio thread's ns to compress a page and to store one (EWMAs; lz4 on this
-# machine to start with).
+# trio thread's ns to compress a page (EWMA) and the head's share of a batch
+# (of 1024, balanced by feedback).
 _ahead_stats: dict[tuple[str, int | None], list[int]] = {}
 
 
@@ -1126,22 +1129,26 @@ class ZramDevice:
         the codec's background thread while this one compresses the head,
         stores it, then stores the tail's pages as they come.
 
-        With ``c`` the trio thread's ns to compress a page and ``s`` its ns
-        to store one (both measured here, EWMAs per codec in `_ahead_stats`), the head
-        is ``count * (c - s) / 2c`` pages: then both threads are busy until
-        the end (the trio thread ``a*c + count*s``, the helper ``(count -
-        a)*c``), where compressing on two threads and then storing takes
-        ``count*(c/2 + s)``.  If the background part fails (a codec error),
-        the pages stored so far are returned and the caller goes on page by
-        page; a store that fails (ENOMEM) raises with the pages before it
-        stored, as page by page would.
+        The head's share is balanced by feedback (`_ahead_stats`, per codec):
+        after each batch, the time this thread waited for the helper and the
+        time the helper sat idle at the end (beyond the last piece's store,
+        which nothing can overlap) say which side had too much, and the share
+        moves by half the difference, in pages of the measured compression
+        cost.  (The costs alone, a head of ``count * (c - s) / 2c`` for
+        compress cost ``c`` and store cost ``s``, left this thread waiting a
+        fifth of the time in process: the helper's pages cost more than the
+        trio thread's.)  If the background part fails (a codec error), the
+        pages stored so far are returned and the caller goes on page by page;
+        a store that fails (ENOMEM) raises with the pages before it stored,
+        as page by page would.
         """
         key = (comp.name, comp.params.level)
         figures = _ahead_stats.get(key)
         if figures is None:
-            figures = _ahead_stats[key] = [10_000, 6_000]
-        c_ns, s_ns = figures
-        head = max(0, min(count >> 1, count * (c_ns - s_ns) // (2 * c_ns)))
+            figures = _ahead_stats[key] = [10_000, AHEAD_SHARE]
+        c_ns, share = figures
+        head = count * share >> 10
+        t_begin = _perf_ns()
         pending = begin(data, pos + (head << PAGE_SHIFT), count - head)
         if head:
             t0 = _perf_ns()
@@ -1149,30 +1156,34 @@ class ZramDevice:
                 frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
             except Exception:
                 return 0
-            t1 = _perf_ns()
+            c_ns += ((_perf_ns() - t0) // head - c_ns) >> _EWMA_SHIFT
             same = _same_pages(data, pos, head)
             self._commit_fresh(table, pool, first, data, pos, head, same, _without(frames, same), 0)
-            c_ns += ((t1 - t0) // head - c_ns) >> _EWMA_SHIFT
-            s_ns += ((_perf_ns() - t1) // head - s_ns) >> _EWMA_SHIFT
         k = 0
         tail = count - head
-        stored_ns = 0
+        waited = last = 0
         while k < tail:
+            t0 = _perf_ns()
             try:
                 done = pending.wait(k + 1)
             except Exception:
                 return head + k
-            t0 = _perf_ns()
+            t1 = _perf_ns()
+            waited += t1 - t0
             p = pos + ((head + k) << PAGE_SHIFT)
             same = _same_pages(data, p, done - k)
             blobs = _without(pending.frames(k, done), same)
             self._commit_fresh(table, pool, first + head + k, data, p, done - k, same, blobs, 0)
-            stored_ns += _perf_ns() - t0
+            last = _perf_ns() - t1
             k = done
-        if tail:
-            s_ns += (stored_ns // tail - s_ns) >> _EWMA_SHIFT
+        done_ns = pending.finished_ns
+        if tail and done_ns > t_begin:  # (not compressed inline: the helper was busy)
+            idle = _perf_ns() - done_ns - last
+            # Pages whose move would even out waiting and idling, halved.
+            move = (idle - waited) // (4 * c_ns) if idle > 0 else -waited // (4 * c_ns)
+            share = max(0, min(AHEAD_SHARE_MAX, share - (move << 10) // count))
         figures[0] = max(1, c_ns)
-        figures[1] = max(1, s_ns)
+        figures[1] = share
         return count
 
     def _commit_fresh(
