@@ -1416,40 +1416,57 @@ def forced_fresh_way() -> Iterator[Callable[[ZramDevice, int], None]]:
     dm._ahead_stats.update(saved[2])
 
 
-async def test_a_failing_background_compression_goes_on_page_by_page(
-    forced_fresh_way: Callable[[ZramDevice, int], None],
-) -> None:
-    """The background part raising (a codec error) after some pages were
-    stored: the batch is finished page by page, nothing lost, and the
-    counters are those of a device that stored it at once."""
+class Wrapped:
+    """A `PendingPages` around the real helper's, to inject faults and delays:
+    subclasses override `wait` (and may say when the helper "finished")."""
 
-    pages = [text(k, PAGE) for k in range(256)]
-    data = b"".join(pages)
-    ref = await new_dev(b"2M", alg=b"lz4")
-    await ref.write(0, data)
+    def __init__(self, inner: PendingPages) -> None:
+        self.inner = inner
+        self.count = inner.count
+
+    def wait(self, want: int) -> int:
+        return self.inner.wait(want)
+
+    @property
+    def finished_ns(self) -> int:
+        return self.inner.finished_ns
+
+    def frames(self, lo: int, hi: int) -> object:
+        return self.inner.frames(lo, hi)
+
+
+async def lz4_ahead_dev(wrap: type[Wrapped] | None) -> ZramDevice:
+    """A 2 MiB lz4 device whose background compression is wrapped in ``wrap``."""
     dev = await new_dev(b"2M", alg=b"lz4")
     comp = dev.comps[0]
     assert comp is not None
     real = comp.compress_pages_begin  # type: ignore[attr-defined]
     if real is None:
         pytest.skip("lz4 without the accelerator compresses nothing in the background")
+    if wrap is not None:
+        comp.compress_pages_begin = lambda d, p, n: wrap(real(d, p, n))  # type: ignore[attr-defined]
+    return dev
+
+
+async def test_a_failing_background_compression_goes_on_page_by_page(
+    forced_fresh_way: Callable[[ZramDevice, int], None],
+) -> None:
+    """The background part raising (a codec error) after some pages were
+    stored: the batch is finished page by page, nothing lost, and the
+    counters are those of a device that stored it at once."""
     calls = []
 
-    class Breaks:
-        def __init__(self, inner: PendingPages) -> None:
-            self.inner = inner
-            self.count = inner.count
-
+    class Breaks(Wrapped):
         def wait(self, want: int) -> int:
             calls.append(want)
             if want > 40:
                 raise RuntimeError("codec failure")
             return min(self.inner.wait(want), 40)
 
-        def frames(self, lo: int, hi: int) -> object:
-            return self.inner.frames(lo, hi)
-
-    comp.compress_pages_begin = lambda d, p, n: Breaks(real(d, p, n))  # type: ignore[attr-defined]
+    data = b"".join(text(k, PAGE) for k in range(256))
+    ref = await new_dev(b"2M", alg=b"lz4")
+    await ref.write(0, data)
+    dev = await lz4_ahead_dev(Breaks)
     forced_fresh_way(dev, 1)
     assert await dev.write(0, data) == len(data)
     assert calls and calls[-1] > 40  # it was used, and it failed
@@ -1470,20 +1487,10 @@ async def test_the_head_share_moves_toward_the_idle_side(
     stores; the data is still right.)"""
     from zramfs.core import device as dm
 
-    dev = await new_dev(b"2M", alg=b"lz4")
-    comp = dev.comps[0]
-    assert comp is not None
-    real = comp.compress_pages_begin  # type: ignore[attr-defined]
-    if real is None:
-        pytest.skip("lz4 without the accelerator compresses nothing in the background")
-
-    class Slow:
+    class Slow(Wrapped):
         """The helper's pages arrive 2 ms late: it finishes when they do."""
 
-        def __init__(self, inner: PendingPages) -> None:
-            self.inner = inner
-            self.count = inner.count
-            self.done_at = 0
+        done_at = 0
 
         def wait(self, want: int) -> int:
             n = self.inner.wait(self.count)
@@ -1495,12 +1502,8 @@ async def test_the_head_share_moves_toward_the_idle_side(
         def finished_ns(self) -> int:
             return self.done_at
 
-        def frames(self, lo: int, hi: int) -> object:
-            return self.inner.frames(lo, hi)
-
-    if helper == "slow":
-        comp.compress_pages_begin = lambda d, p, n: Slow(real(d, p, n))  # type: ignore[attr-defined]
-    else:  # the trio thread's stores are slow: the helper is done long before
+    dev = await lz4_ahead_dev(Slow if helper == "slow" else None)
+    if helper == "idle":  # the trio thread's stores are slow: the helper is done long before
 
         def slow_commit(*args: Any) -> None:
             time.sleep(0.001)
