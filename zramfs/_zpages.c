@@ -806,7 +806,9 @@ PyDoc_STRVAR(pending_wait_doc,
 "\n"
 "Block, with the GIL released, until at least min(want, count) pages are\n"
 "compressed; returns how many are (pages 0..n-1 of the range, in order:\n"
-"their `out` slots and `sizes` entries are final and will not change).");
+"their `out` slots and `sizes` entries are final and will not change).\n"
+"RuntimeError in a fork()ed child for a batch begun in the parent (no\n"
+"helper there to finish it).");
 
 static PyObject *
 pending_wait(Pending *pj, PyObject *arg)
@@ -816,6 +818,12 @@ pending_wait(Pending *pj, PyObject *arg)
         return NULL;
     if (want > pj->job.n)
         want = pj->job.n;
+    if (pj->pid != getpid()) {
+        /* Begun before a fork(): this process has no helper working on it. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Pending.wait: the batch was begun in another process");
+        return NULL;
+    }
     Py_ssize_t done;
     pthread_mutex_lock(&bg_mu);
     done = pj->done;
@@ -3078,7 +3086,8 @@ PyInit__zpages(void)
     if (PyModule_AddIntConstant(m, "PAGE_SIZE", PAGE) < 0
         || PyModule_AddStringConstant(m, "LZ4_VERSION", LZ4_versionString()) < 0
         || PyModule_AddIntConstant(m, "HANDLE_SEG_SHIFT", ZS_H_SEG_SHIFT) < 0
-        || PyModule_AddIntConstant(m, "HANDLE_OFF_MASK", (long)ZS_H_OFF_MASK) < 0) {
+        || PyModule_AddIntConstant(m, "HANDLE_OFF_MASK", (long)ZS_H_OFF_MASK) < 0
+        || PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -45,7 +45,8 @@ class Pending:
 
     def wait(self, want: int, /) -> int:
         """Block (GIL released) until >= min(want, count) leading pages are
-        final; returns how many are."""
+        final; returns how many are.  RuntimeError in a fork()ed child for a
+        batch begun in the parent."""
 
 def lz4_compress_begin(src: Buffer, pos: int, count: int, acceleration: int, /) -> Pending:
     """``lz4_compress_pages``'s blocks, made on a background thread while the
