@@ -203,3 +203,47 @@ def test_bare_fs_round_trip() -> None:
     assert proc.returncode == 0
     assert mounts.find_mount(str(path)) is None
     assert not path.exists()
+
+
+@pytest.fixture(scope="module")
+def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A quick run of one zramfs target against the kernel's zram0 (skipped
+    when zram0 is absent or has no lz4: the harness reports it skipped)."""
+    tmp = tmp_path_factory.mktemp("side_by_side_kernel")
+    cmd = [
+        sys.executable, "-m", "benchmarks.side_by_side", "--quick", "--size", "16M",
+        "--targets", "kernel-lz4,zramfs-lz4-image", "--json", "--out", str(tmp / "bench.md"),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
+    assert res.returncode == 0, f"side_by_side exited {res.returncode}:\n{res.stderr[-4000:]}"
+    out: dict[str, Any] = json.loads(res.stdout)
+    kernel = out["results"]["kernel-lz4"][0]
+    if "skipped" in kernel:
+        pytest.skip(f"kernel zram0: {kernel['skipped']}")
+    out["_tmp"] = str(tmp)
+    return out
+
+
+def test_dd_ratios_are_measured_interleaved_with_the_kernel(kernel_run: dict[str, Any]) -> None:
+    """`interleaved_dd`: per round, the zramfs dd figure over the kernel's
+    taken right after it; the dd goals use the median of those ratios."""
+    entry = kernel_run["interleaved_dd"]["zramfs-lz4-image"]
+    assert entry["reference"] == "kernel-lz4" and "error" not in entry, entry
+    goals = {(g["target"], g["figure"]): g for g in kernel_run["goals"]}
+    for fig, goal in (("write_MBps", 0.9), ("read_MBps", 0.6)):
+        f = entry["figures"][fig]
+        assert len(f["ratios"]) == kernel_run["config"]["pairs"] == 1
+        assert f["MBps"][0] > 0 and f["ref_MBps"][0] > 0
+        assert f["ratios"][0] == pytest.approx(f["MBps"][0] / f["ref_MBps"][0])
+        assert f["median_ratio"] == f["ratios"][0]
+        g = goals[("zramfs-lz4-image", fig)]
+        assert g["goal"].endswith("(interleaved)") and g["reference"] == "kernel-lz4"
+        assert g["value"] == f["median_ratio"] and g["pass"] == (g["value"] >= goal)
+    md = (Path(kernel_run["_tmp"]) / "bench.md").read_text()
+    assert "## dd, interleaved with kernel-lz4" in md
+    assert "| zramfs-lz4-image vs kernel-lz4 | write | ×" in md
+    # Nothing left behind: the round's mount is gone and zram0 is reset.
+    for mnt in entry["mountpoints"]:
+        assert mounts.find_mount(mnt) is None, mnt
+        assert _loops_backed_under(mnt) == [], mnt
+    assert Path("/sys/block/zram0/initstate").read_text().strip() == "0"
