@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,6 +33,9 @@ from benchmarks.common import (
     stop_daemon,
 )
 from zramfs.fs import mounts
+
+if TYPE_CHECKING:
+    from zramfs.core.device import ZramDevice
 
 
 def _have_fuse() -> bool:
@@ -180,3 +184,30 @@ def kernel_zram() -> Iterator[Path]:
         except KernelZramUnavailable as e:
             pytest.skip(f"kernel zram0 not usable: {e}")
         yield sysdir
+
+
+@pytest.fixture
+def forced_fresh_way() -> Iterator[Callable[[ZramDevice, int], None]]:
+    """``force(dev, split)``: the next fresh batch of ``dev`` is stored inline,
+    compressed ahead on the codec's background thread (split 1) or all at
+    once first (split 0), whatever was measured; the module's figures are
+    restored afterwards."""
+    from zramfs.core import device as dm
+
+    saved = (dict(dm._par_stats), dict(dm._offload_stats), dict(dm._ahead_stats))
+
+    def force(dev: ZramDevice, split: int) -> None:
+        comp = dev.comps[0]
+        assert comp is not None
+        dev._comp_cost_ns = 10_000
+        dm._offload_stats[(comp.name, comp.params.level)] = [10**9, 1]  # inline
+        ns = [1000, 500] if split else [500, 1000]
+        dm._par_stats[("wf", comp.name, comp.params.level)] = [*ns, 1, 0, 100, 100]
+
+    yield force
+    dm._par_stats.clear()
+    dm._par_stats.update(saved[0])
+    dm._offload_stats.clear()
+    dm._offload_stats.update(saved[1])
+    dm._ahead_stats.clear()
+    dm._ahead_stats.update(saved[2])

@@ -19,6 +19,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -185,7 +186,9 @@ async def test_two_thread_batches_match_one() -> None:
 
 
 @pytest.mark.parametrize("share", [0, 200, 768])
-async def test_fresh_batches_compressed_ahead_match_page_by_page(share: int) -> None:
+async def test_fresh_batches_compressed_ahead_match_page_by_page(
+    share: int, forced_fresh_way: Callable[[ZramDevice, int], None]
+) -> None:
     """`_store_fresh_ahead`, forced through `_par_stats`: the tail of each
     fresh batch compressed on the background helper while the trio thread
     compresses and stores the head, then stores the tail as it comes.  Heads
@@ -203,43 +206,24 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(share: int) -> 
         return real(data, pos, count)
 
     comp.compress_pages_begin = spy  # type: ignore[union-attr]
-    key = ("wf", "lz4", 1)
-    saved_wf = dm._par_stats.get(key)
-    saved_off = dict(dm._offload_stats)
-    saved_ahead = dict(dm._ahead_stats)
-    # Inline cheaper than offloading.
-    dm._offload_stats[("lz4", 1)] = [10**9, 1]
-    try:
-        model = bytearray(8 << 20)
-        data = mixed_data(256 * 4 + 77, 5)
-        offsets = [0, 1 << 20, 3 << 20, 5 << 20, 6 << 20]
-        sizes = [256, 256, 512, 77, 256]
-        k = 0
-        for off, n in zip(offsets, sizes, strict=True):
-            figures = [10_000, share]
-            dm._ahead_stats[("lz4", 1)] = figures
-            fast._comp_cost_ns = 10_000
-            # Warmed up, the split way the cheaper (learning moves it).
-            dm._par_stats[key] = [1000, 500, 1, 0, 100, 100]
-            chunk = bytes(data[k * PAGE : (k + n) * PAGE])
-            for dev in (fast, slow):
-                await dev.write(off, chunk)
-            model[off : off + n * PAGE] = chunk
-            # The way was taken, with the head the share gives.
-            assert begun[-1] == n - (n * share >> 10), (off, n, begun)
-            begun.clear()
-            k = (k + n) % 1024
-        assert dm._par_stats[key][3] == 1
-        await same_state(fast, slow, model)
-    finally:
-        dm._offload_stats.clear()
-        dm._offload_stats.update(saved_off)
-        dm._ahead_stats.clear()
-        dm._ahead_stats.update(saved_ahead)
-        if saved_wf is None:
-            dm._par_stats.pop(key, None)
-        else:
-            dm._par_stats[key] = saved_wf
+    model = bytearray(8 << 20)
+    data = mixed_data(256 * 4 + 77, 5)
+    offsets = [0, 1 << 20, 3 << 20, 5 << 20, 6 << 20]
+    sizes = [256, 256, 512, 77, 256]
+    k = 0
+    for off, n in zip(offsets, sizes, strict=True):
+        dm._ahead_stats[("lz4", 1)] = [10_000, share]
+        forced_fresh_way(fast, 1)  # (learning moves the figures: again each batch)
+        chunk = bytes(data[k * PAGE : (k + n) * PAGE])
+        for dev in (fast, slow):
+            await dev.write(off, chunk)
+        model[off : off + n * PAGE] = chunk
+        # The way was taken, with the head the share gives.
+        assert begun[-1] == n - (n * share >> 10), (off, n, begun)
+        begun.clear()
+        k = (k + n) % 1024
+    assert dm._par_stats[("wf", "lz4", 1)][3] == 1
+    await same_state(fast, slow, model)
 
 
 async def test_corrupt_object_in_a_joined_read_is_eio() -> None:

@@ -15,7 +15,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -1387,33 +1387,6 @@ async def test_zstd_long_reads_one_or_two_threads_give_the_data(split: int) -> N
         else:
             device_mod._par_stats[key] = saved
     await dev.reset()
-
-
-@pytest.fixture
-def forced_fresh_way() -> Iterator[Callable[[ZramDevice, int], None]]:
-    """``force(dev, split)``: the next fresh batch of ``dev`` is stored inline,
-    compressed ahead on the codec's background thread (split 1) or all at
-    once first (split 0), whatever was measured; the module's figures are
-    restored afterwards."""
-    from zramfs.core import device as dm
-
-    saved = (dict(dm._par_stats), dict(dm._offload_stats), dict(dm._ahead_stats))
-
-    def force(dev: ZramDevice, split: int) -> None:
-        comp = dev.comps[0]
-        assert comp is not None
-        dev._comp_cost_ns = 10_000
-        dm._offload_stats[(comp.name, comp.params.level)] = [10**9, 1]  # inline
-        ns = [1000, 500] if split else [500, 1000]
-        dm._par_stats[("wf", comp.name, comp.params.level)] = [*ns, 1, 0, 100, 100]
-
-    yield force
-    dm._par_stats.clear()
-    dm._par_stats.update(saved[0])
-    dm._offload_stats.clear()
-    dm._offload_stats.update(saved[1])
-    dm._ahead_stats.clear()
-    dm._ahead_stats.update(saved[2])
 
 
 class Wrapped:

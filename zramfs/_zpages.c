@@ -118,6 +118,25 @@ nargs_ok(const char *fname, Py_ssize_t nargs, Py_ssize_t want)
     return 0;
 }
 
+/* `count` pages from byte `pos` lie within a buffer of `len` bytes; else
+ * ValueError naming `fname`, and 0. */
+static int
+pages_in(const char *fname, Py_ssize_t pos, Py_ssize_t count, Py_ssize_t len)
+{
+    if (pos < 0 || count < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: pos (%zd) and count (%zd) must be >= 0", fname, pos,
+                     count);
+        return 0;
+    }
+    if (pos > len || count > (len - pos) / PAGE) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: pos + count*4096 (%zd + %zd*4096) is beyond the buffer (%zd bytes)",
+                     fname, pos, count, len);
+        return 0;
+    }
+    return 1;
+}
+
 /* The helper threads of run_jobs, kept from one call to the next: starting
  * and joining a pthread per call cost ~48 us here, a fifth of a 512 KiB
  * read's decompression; handing a job to a parked helper costs a futex wake.
@@ -535,17 +554,8 @@ compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int h
     if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0)
         return NULL;
 
-    if (pos < 0 || count < 0) {
-        PyErr_Format(PyExc_ValueError, "%s: pos (%zd) and count (%zd) must be >= 0", fname, pos,
-                     count);
+    if (!pages_in(fname, pos, count, src.len))
         goto done;
-    }
-    if (pos > src.len || count > (src.len - pos) / PAGE) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: pos + count*4096 (%zd + %zd*4096) is beyond the buffer (%zd bytes)",
-                     fname, pos, count, src.len);
-        goto done;
-    }
     if (threads < 1) {
         PyErr_Format(PyExc_ValueError, "%s: threads must be >= 1, not %d", fname, threads);
         goto done;
@@ -908,17 +918,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     }
     pj->have_src = 1;
     pj->finished = 1; /* until posted: dealloc must not wait */
-    if (pos < 0 || count < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "lz4_compress_begin: pos (%zd) and count (%zd) must be >= 0", pos, count);
-        Py_DECREF(pj);
-        return NULL;
-    }
-    if (pos > pj->src.len || count > (pj->src.len - pos) / PAGE) {
-        PyErr_Format(PyExc_ValueError,
-                     "lz4_compress_begin: pos + count*4096 (%zd + %zd*4096) is beyond the "
-                     "buffer (%zd bytes)",
-                     pos, count, pj->src.len);
+    if (!pages_in("lz4_compress_begin", pos, count, pj->src.len)) {
         Py_DECREF(pj);
         return NULL;
     }

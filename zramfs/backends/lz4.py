@@ -177,10 +177,7 @@ class Lz4Codec:
         """
         assert self._pages is not None, "compress_pages needs the accelerator"
         out, sizes = self._pages(data, pos, count, self._level, threads)
-        mv = memoryview(out)
-        starts = range(0, count * PAGE_SIZE, PAGE_SIZE)
-        ends = map(add, starts, memoryview(sizes).cast("H"))
-        return list(map(mv.__getitem__, map(slice, starts, ends)))
+        return _blocks(out, sizes, 0, count)
 
     def decompress(self, src: Buffer, dst_len: int = PAGE_SIZE) -> bytes:
         """Exactly `dst_len` bytes back, or ZramError(EIO).
@@ -227,10 +224,16 @@ class _Lz4Pending:
 
     def frames(self, lo: int, hi: int) -> list[Buffer]:
         """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
-        mv = memoryview(self._p.out)
-        starts = range(lo * PAGE_SIZE, hi * PAGE_SIZE, PAGE_SIZE)
-        ends = map(add, starts, memoryview(self._p.sizes).cast("H")[lo:hi])
-        return list(map(mv.__getitem__, map(slice, starts, ends)))
+        return _blocks(self._p.out, self._p.sizes, lo, hi)
+
+
+def _blocks(out: Buffer, sizes: Buffer, lo: int, hi: int) -> list[Buffer]:
+    """Pages ``lo..hi-1`` of a batch call's ``(out, sizes)``: views of ``out``,
+    page k's ``sizes[k]`` bytes at ``k*4096`` (see `Lz4Codec.compress_pages`)."""
+    mv = memoryview(out)
+    starts = range(lo * PAGE_SIZE, hi * PAGE_SIZE, PAGE_SIZE)
+    ends = map(add, starts, memoryview(sizes).cast("H")[lo:hi])
+    return list(map(mv.__getitem__, map(slice, starts, ends)))
 
 
 def _page_at(page_fn: Callable[[Buffer, int], bytes], acceleration: int, src: Buffer) -> bytes:
