@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lz4.block
 import pytest
@@ -55,7 +56,7 @@ def strip_accelerator(dev: ZramDevice) -> None:
     else:
         comp.compress = partial(kernel_lz4.compress, acceleration=level)
     comp.batch_compress = comp.batch_parallel = False
-    comp.compress_pages_begin = None
+    comp.compress_pages_begin = comp.compress_blocks = None
     comp.decompress_page = comp.decompress_slots = None
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
 
@@ -223,6 +224,40 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
         begun.clear()
         k = (k + n) % 1024
     assert dm._par_stats[("wf", "lz4", 1)][3] == 1
+    await same_state(fast, slow, model)
+
+
+@pytest.mark.parametrize("alg", [b"lz4", b"lz4hc"])
+async def test_fresh_batches_compressed_at_once_match_page_by_page(
+    alg: bytes, forced_fresh_way: Callable[[ZramDevice, int], None]
+) -> None:
+    """`_store_fresh_now` with ``compress_blocks``: each fresh batch
+    compressed in one call, then stored by `ZsPool.store_batch` (one C call
+    for the pool and the table), against the pure device; batches of 8..512
+    pages with same-filled, zero and huge pages, into empty slots between
+    stored ones."""
+    fast, slow = await pair(alg)
+    p = pool(fast)
+    real = p.store_batch
+    stored: list[int] = []
+
+    def spy(*args: Any) -> tuple[int, int, int]:
+        stored.append(args[3] - args[2])
+        return real(*args)
+
+    p.store_batch = spy  # type: ignore[method-assign,assignment]
+    model = bytearray(8 << 20)
+    data = mixed_data(1024, 6)
+    k = 0
+    for off, n in [(0, 256), (2 << 20, 512), (1 << 20, 8), (5 << 20, 100), (7 << 20, 256)]:
+        forced_fresh_way(fast, 0)
+        chunk = bytes(data[k * PAGE : (k + n) * PAGE])
+        for dev in (fast, slow):
+            await dev.write(off, chunk)
+        model[off : off + n * PAGE] = chunk
+        assert stored == [n], (off, n)
+        stored.clear()
+        k = (k + n) % 512
     await same_state(fast, slow, model)
 
 

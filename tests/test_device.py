@@ -1407,6 +1407,9 @@ class Wrapped:
     def frames(self, lo: int, hi: int) -> object:
         return self.inner.frames(lo, hi)
 
+    def blocks(self) -> object:
+        return self.inner.blocks()
+
 
 async def lz4_ahead_dev(wrap: type[Wrapped] | None) -> ZramDevice:
     """A 2 MiB lz4 device whose background compression is wrapped in ``wrap``."""
@@ -1478,12 +1481,16 @@ async def test_the_head_share_moves_toward_the_idle_side(
     dev = await lz4_ahead_dev(Slow if helper == "slow" else None)
     if helper == "idle":  # the trio thread's stores are slow: the helper is done long before
 
-        def slow_commit(*args: Any) -> None:
-            time.sleep(0.001)
-            commit(*args)
+        def slowed(commit: Callable[..., None]) -> Callable[..., None]:
+            def slow_commit(*args: Any) -> None:
+                time.sleep(0.001)
+                commit(*args)
 
-        commit = dev._commit_fresh
-        dev._commit_fresh = slow_commit  # type: ignore[method-assign,assignment]
+            return slow_commit
+
+        # (Both ways of storing a piece: store_batch's and store_many's.)
+        dev._commit_fresh = slowed(dev._commit_fresh)  # type: ignore[method-assign]
+        dev._commit_blocks = slowed(dev._commit_blocks)  # type: ignore[method-assign]
     data = b"".join(text(k, PAGE) for k in range(256))
     forced_fresh_way(dev, 1)
     dm._ahead_stats[("lz4", 1)] = figures = [10_000, 400]

@@ -8,6 +8,7 @@ import math
 import random
 from array import array
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -917,3 +918,185 @@ def test_c_store_failing_zspage_allocation_changes_nothing(
     with pytest.raises(ZramError):
         _zp.zs_store(pool, payload(2, 3000), 2)  # another class: no partial zspage
     assert _pool_state(pool) == before
+
+
+# ------------------------------------- a device batch in one C call
+
+
+SAME_BIT = 1 << 13
+HUGE_BIT = 1 << 16
+BITS = 7 << 40  # stands for the device's ac_time bits
+
+
+def _device_batch(rng: random.Random, n: int, huge: int) -> tuple[bytearray, bytes, bytes]:
+    """A `compress_blocks`-shaped batch: ``(out, sizes, data)`` for n pages,
+    with same-filled pages (size 0), raw ones (>= huge) and blocks."""
+    out = bytearray(n * PAGE_SIZE)
+    sizes = array("H")
+    data = bytearray(n * PAGE_SIZE)
+    for k in range(n):
+        r = rng.random()
+        if r < 0.1:
+            data[k * PAGE_SIZE : (k + 1) * PAGE_SIZE] = rng.randbytes(8) * (PAGE_SIZE // 8)
+            sizes.append(0)
+            continue
+        data[k * PAGE_SIZE : (k + 1) * PAGE_SIZE] = rng.randbytes(PAGE_SIZE)
+        size = (
+            PAGE_SIZE if r < 0.2 else rng.randrange(huge, PAGE_SIZE + 1) if r < 0.3
+            else rng.randrange(1, huge)
+        )  # fmt: skip
+        sizes.append(size)
+        out[k * PAGE_SIZE : k * PAGE_SIZE + size] = rng.randbytes(size)
+    return out, sizes.tobytes(), bytes(data)
+
+
+def _store_batch_by_store_many(
+    p: ZsPool, out: bytes | bytearray, sizes: bytes, lo: int, hi: int, data: bytes, pos: int,
+    first: int, handle: list[int], attr: list[int],
+) -> None:  # fmt: skip
+    """What `ZsPool.store_batch` promises, spelled out with `store_many`."""
+    sz = array("H", sizes)
+    blobs: list[bytes | bytearray] = []
+    lens: list[int] = []
+    owners: list[int] = []
+    for k in range(lo, hi):
+        page = data[pos + (k - lo) * PAGE_SIZE : pos + (k - lo + 1) * PAGE_SIZE]
+        slot = first + k - lo
+        if sz[k] == 0:
+            handle[slot] = int.from_bytes(page[:8], "little")
+            attr[slot] = SAME_BIT | BITS
+            continue
+        raw = sz[k] >= p.huge_class_size
+        blob = page if raw else out[k * PAGE_SIZE : k * PAGE_SIZE + sz[k]]
+        blobs.append(blob)
+        lens.append(len(blob))
+        owners.append(slot)
+        attr[slot] = len(blob) | BITS | (HUGE_BIT if raw else 0)
+    for o, h in zip(owners, p.store_many(blobs, lens, owners), strict=True):
+        handle[o] = h
+
+
+@pytest.mark.skipif(zsmalloc._zs_store_batch is None, reason="zramfs._zpages not built")
+@pytest.mark.parametrize("seed", range(8))
+def test_store_batch_leaves_what_store_many_leaves(seed: int) -> None:
+    """`ZsPool.store_batch` (C) against `store_many` of the same objects in
+    page order, over batches and frees: same pool state (fullness lists in
+    order, free lists, counters), same handles, same table words, same
+    bytes; slots outside the batch untouched."""
+    rng = random.Random(seed)
+    a = ZsPool(rng.choice([4, 8, 16]))
+    b = ZsPool(a.chain_size)
+    slots = 4096
+    ha, aa = [0] * slots, [0] * slots
+    hb, ab = memoryview(bytearray(8 * slots)).cast("Q"), memoryview(bytearray(8 * slots)).cast("Q")
+    try:
+        first = 0
+        for _ in range(12):
+            n = rng.randrange(1, 300)
+            out, sizes, data = _device_batch(rng, n, a.huge_class_size)
+            lo = rng.randrange(0, n)
+            hi = rng.randrange(lo, n + 1)
+            pos = rng.randrange(0, 3) * 8
+            data = bytes(pos) + data[lo * PAGE_SIZE :]
+            _store_batch_by_store_many(a, out, sizes, lo, hi, data, pos, first, ha, aa)
+            bits = (BITS, HUGE_BIT, SAME_BIT)
+            got = b.store_batch(out, sizes, lo, hi, data, pos, first, hb, ab, *bits)
+            sz = array("H", sizes)[lo:hi]
+            raw = [s for s in sz if s >= a.huge_class_size]
+            blocks = sum(s for s in sz if 0 < s < a.huge_class_size)
+            assert got == (PAGE_SIZE * len(raw) + blocks, len(raw), sz.count(0))
+            assert _pool_state(a) == _pool_state(b)
+            assert hb.tolist() == ha and ab.tolist() == aa
+            for slot in range(first, first + hi - lo):
+                if not aa[slot] & SAME_BIT:
+                    n_bytes = aa[slot] & 0xFFFF & ~HUGE_BIT
+                    assert bytes(b.read(hb[slot], n_bytes)) == bytes(a.read(ha[slot], n_bytes))
+                    assert b.owner(hb[slot]) == slot
+            first += hi - lo
+            # Free some, so later batches meet partial zspages.
+            for slot in rng.sample(range(first), k=first // 3):
+                if aa[slot] and not aa[slot] & SAME_BIT:
+                    a.free(ha[slot])
+                    b.free(hb[slot])
+                    ha[slot] = aa[slot] = hb[slot] = ab[slot] = 0
+            assert _pool_state(a) == _pool_state(b)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(zsmalloc._zs_store_batch is None, reason="zramfs._zpages not built")
+@pytest.mark.parametrize("fail_at", [1, 3, 6])
+def test_store_batch_failing_allocation_undoes_like_store_many(
+    fail_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOMEM from `_alloc_zspages` part-way (some classes stored already):
+    the error comes out, every object the call stored is freed, the table
+    is untouched, and the pool is left as `store_many`'s undo leaves it
+    (objects and pages as before; emptied segments kept as spares)."""
+    rng = random.Random(3)
+    out, sizes, data = _device_batch(rng, 200, ZsPool().huge_class_size)
+    states = []
+    for way in ("store_many", "store_batch"):
+        p = ZsPool()
+        try:
+            handle, attr = _table(200)
+            p.store_batch(out, sizes, 0, 100, data, 0, 0, handle, attr, BITS, HUGE_BIT, SAME_BIT)
+            pages = p.total_pages()
+            calls = 0
+
+            def failing(c: object, n: int, real: Any = p._alloc_zspages) -> object:
+                nonlocal calls
+                calls += 1
+                if calls == fail_at:
+                    raise ZramError(errno.ENOMEM, "arena")
+                return real(c, n)
+
+            monkeypatch.setattr(p, "_alloc_zspages", failing)
+            h2, a2 = _table(200)
+            with pytest.raises(ZramError) as ei:
+                if way == "store_many":
+                    ha, aa = [0] * 200, [0] * 200
+                    _store_batch_by_store_many(
+                        p, out, sizes, 100, 200, data[100 * PAGE_SIZE :], 0, 100, ha, aa
+                    )
+                else:
+                    p.store_batch(out, sizes, 100, 200, data[100 * PAGE_SIZE :], 0, 100, h2, a2,
+                                  BITS, HUGE_BIT, SAME_BIT)  # fmt: skip
+            assert ei.value.errno == errno.ENOMEM and calls == fail_at
+            assert h2.tolist() == [0] * 200 and a2.tolist() == [0] * 200
+            assert p.total_pages() == pages
+            monkeypatch.undo()
+            states.append(_pool_state(p))
+        finally:
+            p.close()
+    assert states[0] == states[1]
+
+
+def _table(n: int) -> tuple[memoryview, memoryview]:
+    return memoryview(bytearray(8 * n)).cast("Q"), memoryview(bytearray(8 * n)).cast("Q")
+
+
+@pytest.mark.skipif(zsmalloc._zs_store_batch is None, reason="zramfs._zpages not built")
+def test_store_batch_argument_checks() -> None:
+    p = ZsPool()
+    try:
+        out, sizes, data = _device_batch(random.Random(1), 8, p.huge_class_size)
+        h, a = _table(8)
+        before = _pool_state(p)
+        bad_sizes = array("H", sizes)
+        bad_sizes[3] = PAGE_SIZE + 1
+        for args in [
+            (out, sizes, 0, 9, data, 0, 0, h, a),  # past the batch
+            (out, sizes, 0, 8, data, 8, 0, h, a),  # past the data
+            (out, sizes, 0, 8, data, 0, 1, h, a),  # past the table
+            (out, bad_sizes.tobytes(), 0, 8, data, 0, 0, h, a),
+            (out, sizes, 5, 4, data, 0, 0, h, a),
+        ]:
+            with pytest.raises(ValueError):
+                p.store_batch(*args, BITS, HUGE_BIT, SAME_BIT)  # type: ignore[arg-type]
+            assert _pool_state(p) == before and h.tolist() == [0] * 8
+        with pytest.raises(BufferError):  # a read-only table
+            p.store_batch(out, sizes, 0, 8, data, 0, 0, bytes(64), a, BITS, HUGE_BIT, SAME_BIT)  # type: ignore[arg-type]
+    finally:
+        p.close()

@@ -1683,6 +1683,7 @@ static PyObject *s_huge, *s_whdr, *s_zwords, *s_ppz, *s_howner, *s_seg_info, *s_
     *s_free_zspage, *s_by_size, *s_limit_pages, *s_huge_class_size, *s_pages, *s_peak_pages,
     *s_actime, *s_compress, *s_pages_stored, *s_compr_data_size, *s_huge_pages,
     *s_huge_pages_since, *s_max_used_pages, *s_write_ticks, *s_write_ios, *s_write_sectors, *s_bad_malloc;
+static PyObject *s_smask, *s_alloc_zspages, *s_classes, *s_ord_table;
 static PyObject *s_inuse, *s_freeobj, *s_shift, *s_bvs, *s_hbase, *s_hdr, *s_wsize, *s_objs,
     *s_fg, *s_groups, *s_mask, *s_used, *s_popitem;
 
@@ -1714,6 +1715,9 @@ intern_names(void)
         {&s_huge_pages_since, "huge_pages_since"}, {&s_max_used_pages, "max_used_pages"},
         {&s_write_ticks, "write_ticks"}, {&s_write_ios, "write_ios"},
         {&s_write_sectors, "write_sectors"}, {&s_bad_malloc, "_bad_malloc"},
+        /* zs_store_batch */
+        {&s_smask, "smask"}, {&s_alloc_zspages, "_alloc_zspages"}, {&s_classes, "_classes"},
+        {&s_ord_table, "_ord_table"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL) {
@@ -1775,50 +1779,47 @@ list_set_ssize(PyObject *list, Py_ssize_t k, Py_ssize_t v)
     return PyList_SetItem(list, k, o); /* steals o; k was checked by list_ssize */
 }
 
-static PyObject *
-zs_fill(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+/*
+ * Where fill_class's objects come from and where their handles go: object t
+ * of the run (0-based from the caller's start) as a pointer to its bytes
+ * (`hold` keeps a buffer alive until fill_class releases it, if `*held`),
+ * its size and its owner; put() receives its handle.  -1 with an exception.
+ */
+typedef struct FillSrc FillSrc;
+struct FillSrc {
+    int (*get)(FillSrc *s, Py_ssize_t t, Py_buffer *hold, int *held, const char **p,
+               Py_ssize_t *size, unsigned long long *owner);
+    int (*put)(FillSrc *s, Py_ssize_t t, unsigned long long handle);
+};
+
+/*
+ * ZsPool._fill's loop over zspages for one non-huge class `cls`: objects
+ * i..m-1 of `src` into fresh `zspages` (a list of slots, in order) or, when
+ * it is NULL, into the class's partial zspages fullest first; returns the
+ * next index, or -1 with an exception after the objects before the failing
+ * one are stored and accounted (as _fill leaves them).
+ */
+static Py_ssize_t
+fill_class(const char *fn, PyObject *cls, PyObject *zspages, FillSrc *src, Py_ssize_t i,
+           Py_ssize_t m)
 {
-    const char *fn = "zs_fill";
-    PyObject *cls, *zspages, *ks, *blobs, *sizes, *owners, *handles;
     PyObject *inuse = NULL, *freeobj = NULL, *bvs = NULL, *hbase = NULL, *fg = NULL,
-             *groups = NULL, *result = NULL;
-    Py_ssize_t i, m, shift, hdr, wsize, objs, maskv, used, zi = 0, cur_si = -1;
+             *groups = NULL;
+    Py_ssize_t shift, hdr, wsize, objs, maskv, used, zi = 0, cur_si = -1, result = -1;
     Py_ssize_t added = 0;
     Py_buffer bv = {0};
     int have_bv = 0, failed = 0;
     unsigned long long mask;
 
-    if (!nargs_ok(fn, nargs, 8))
-        return NULL;
-    cls = args[0];
-    zspages = args[1];
-    ks = args[2];
-    blobs = args[4];
-    sizes = args[5];
-    owners = args[6];
-    handles = args[7];
-    if (ssize_arg(args[3], &i) < 0)
-        return NULL;
-    if (!PyList_Check(ks) || !PyList_Check(blobs) || !PyList_Check(sizes) || !PyList_Check(owners)
-        || !PyList_Check(handles) || (zspages != Py_None && !PyList_Check(zspages))) {
-        PyErr_Format(PyExc_TypeError, "%s: ks, blobs, sizes, owners, handles (and zspages) "
-                                      "must be lists", fn);
-        return NULL;
-    }
     if (intern_names() < 0)
-        return NULL;
-    m = PyList_GET_SIZE(ks);
-    if (i < 0 || i > m) {
-        PyErr_Format(PyExc_ValueError, "%s: i = %zd is outside ks", fn, i);
-        return NULL;
-    }
+        return -1;
     if (attr_ssize(cls, s_shift, &shift) < 0 || attr_ssize(cls, s_hdr, &hdr) < 0
         || attr_ssize(cls, s_wsize, &wsize) < 0 || attr_ssize(cls, s_objs, &objs) < 0
         || attr_ssize(cls, s_mask, &maskv) < 0 || attr_ssize(cls, s_used, &used) < 0)
-        return NULL;
+        return -1;
     if (shift < 0 || shift > 62 || maskv < 0 || maskv >= (1 << 12) || wsize <= 0 || objs <= 0) {
         PyErr_Format(PyExc_ValueError, "%s: class state out of range", fn);
-        return NULL;
+        return -1;
     }
     mask = (unsigned long long)maskv;
     inuse = attr_list(cls, s_inuse);
@@ -1833,7 +1834,7 @@ zs_fill(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     while (i < m) {
         Py_ssize_t z, n, w, si, take, done_here = 0, g;
         unsigned long long hb;
-        if (zspages == Py_None) {
+        if (zspages == NULL) {
             /* _isolate(c, sparsest=False): the fullest group's first entry. */
             if (!mask)
                 break;
@@ -1890,58 +1891,34 @@ zs_fill(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
             take = m - i;
         char *base = bv.buf;
         for (Py_ssize_t t = 0; t < take; t++) {
-            Py_ssize_t k, size;
-            PyObject *kk = PyList_GET_ITEM(ks, i + t);
-            k = PyLong_AsSsize_t(kk);
-            if (k == -1 && PyErr_Occurred()) {
-                failed = 1;
-                break;
-            }
-            if (k < 0 || k >= PyList_GET_SIZE(blobs) || k >= PyList_GET_SIZE(sizes)
-                || k >= PyList_GET_SIZE(owners) || k >= PyList_GET_SIZE(handles)) {
-                PyErr_Format(PyExc_IndexError, "%s: object %zd out of range", fn, k);
-                failed = 1;
-                break;
-            }
-            if (list_ssize(sizes, k, &size) < 0) {
-                failed = 1;
-                break;
-            }
-            unsigned long long owner = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(owners, k));
-            if (owner == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_ssize_t size;
+            unsigned long long owner;
+            const char *p;
+            Py_buffer b;
+            int held = 0;
+            if (src->get(src, i + t, &b, &held, &p, &size, &owner) < 0) {
                 failed = 1;
                 break;
             }
             Py_ssize_t hoff = w * 8, o = hoff + hdr;
             if (w < 0 || size < 0 || hoff > bv.len - 8 || o > bv.len - size) {
-                PyErr_Format(PyExc_ValueError, "%s: object %zd (%zd bytes) does not fit", fn, k,
-                             size);
+                PyErr_Format(PyExc_ValueError, "%s: object %zd (%zd bytes) does not fit", fn,
+                             i + t, size);
+                if (held)
+                    PyBuffer_Release(&b);
                 failed = 1;
                 break;
             }
-            Py_buffer b;
-            if (PyObject_GetBuffer(PyList_GET_ITEM(blobs, k), &b, PyBUF_SIMPLE) < 0) {
-                failed = 1;
-                break;
-            }
-            if (b.len != size) {
-                PyErr_Format(PyExc_ValueError, "%s: blob %zd has %zd bytes, its size is %zd", fn,
-                             k, b.len, size);
+            memcpy(base + o, p, (size_t)size); /* the copy first: it may fail */
+            if (held)
                 PyBuffer_Release(&b);
-                failed = 1;
-                break;
-            }
-            memcpy(base + o, b.buf, (size_t)size); /* the copy first: it may fail */
-            PyBuffer_Release(&b);
-            PyObject *h = PyLong_FromUnsignedLongLong(hb + ((unsigned long long)w << 4));
-            if (h == NULL) {
+            if (src->put(src, i + t, hb + ((unsigned long long)w << 4)) < 0) {
                 failed = 1;
                 break;
             }
             uint64_t link, tag = (owner << 1) | 1;
             memcpy(&link, base + hoff, 8);
             memcpy(base + hoff, &tag, 8);
-            PyList_SetItem(handles, k, h); /* steals h */
             w = link ? (Py_ssize_t)(link >> 1) - 1 : w + wsize;
             done_here++;
         }
@@ -1972,7 +1949,7 @@ zs_fill(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         if (failed)
             goto done;
     }
-    result = PyLong_FromSsize_t(i);
+    result = i;
 
 done:
     if (have_bv)
@@ -1993,7 +1970,7 @@ done:
             PyErr_Restore(exc_type, exc_value, exc_tb);
         }
         else if (bad) {
-            Py_CLEAR(result);
+            result = -1;
         }
     }
     Py_XDECREF(inuse);
@@ -2002,6 +1979,518 @@ done:
     Py_XDECREF(hbase);
     Py_XDECREF(fg);
     Py_XDECREF(groups);
+    return result;
+}
+
+/* zs_fill's objects: Python lists indexed by ks[t]. */
+typedef struct {
+    FillSrc base;
+    PyObject *ks, *blobs, *sizes, *owners, *handles;
+} ListSrc;
+
+static int
+list_src_index(ListSrc *s, Py_ssize_t t, Py_ssize_t *k)
+{
+    *k = PyLong_AsSsize_t(PyList_GET_ITEM(s->ks, t));
+    if (*k == -1 && PyErr_Occurred())
+        return -1;
+    if (*k < 0 || *k >= PyList_GET_SIZE(s->blobs) || *k >= PyList_GET_SIZE(s->sizes)
+        || *k >= PyList_GET_SIZE(s->owners) || *k >= PyList_GET_SIZE(s->handles)) {
+        PyErr_Format(PyExc_IndexError, "zs_fill: object %zd out of range", *k);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+list_src_get(FillSrc *fs, Py_ssize_t t, Py_buffer *hold, int *held, const char **p,
+             Py_ssize_t *size, unsigned long long *owner)
+{
+    ListSrc *s = (ListSrc *)fs;
+    Py_ssize_t k;
+    if (list_src_index(s, t, &k) < 0 || list_ssize(s->sizes, k, size) < 0)
+        return -1;
+    *owner = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(s->owners, k));
+    if (*owner == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_GetBuffer(PyList_GET_ITEM(s->blobs, k), hold, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (hold->len != *size) {
+        PyErr_Format(PyExc_ValueError, "zs_fill: blob %zd has %zd bytes, its size is %zd", k,
+                     hold->len, *size);
+        PyBuffer_Release(hold);
+        return -1;
+    }
+    *held = 1;
+    *p = hold->buf;
+    return 0;
+}
+
+static int
+list_src_put(FillSrc *fs, Py_ssize_t t, unsigned long long handle)
+{
+    ListSrc *s = (ListSrc *)fs;
+    Py_ssize_t k;
+    if (list_src_index(s, t, &k) < 0)
+        return -1;
+    PyObject *h = PyLong_FromUnsignedLongLong(handle);
+    if (h == NULL)
+        return -1;
+    return PyList_SetItem(s->handles, k, h); /* steals h */
+}
+
+static PyObject *
+zs_fill(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *fn = "zs_fill";
+    Py_ssize_t i;
+    if (!nargs_ok(fn, nargs, 8))
+        return NULL;
+    ListSrc src = {{list_src_get, list_src_put}, args[2], args[4], args[5], args[6], args[7]};
+    PyObject *zspages = args[1];
+    if (ssize_arg(args[3], &i) < 0)
+        return NULL;
+    if (!PyList_Check(src.ks) || !PyList_Check(src.blobs) || !PyList_Check(src.sizes)
+        || !PyList_Check(src.owners) || !PyList_Check(src.handles)
+        || (zspages != Py_None && !PyList_Check(zspages))) {
+        PyErr_Format(PyExc_TypeError, "%s: ks, blobs, sizes, owners, handles (and zspages) "
+                                      "must be lists", fn);
+        return NULL;
+    }
+    if (i < 0 || i > PyList_GET_SIZE(src.ks)) {
+        PyErr_Format(PyExc_ValueError, "%s: i = %zd is outside ks", fn, i);
+        return NULL;
+    }
+    i = fill_class(fn, args[0], zspages == Py_None ? NULL : zspages, &src.base, i,
+                   PyList_GET_SIZE(src.ks));
+    return i < 0 ? NULL : PyLong_FromSsize_t(i);
+}
+
+/* ------------------------------------------------ zsmalloc batch store */
+
+PyDoc_STRVAR(zs_store_batch_doc,
+"zs_store_batch($module, pool, out, sizes, lo, hi, data, pos, first, handle, attr, bits,\n"
+"               huge_bit, same_bit, /)\n"
+"--\n"
+"\n"
+"Returns (compr_bytes, huge_pages, same_pages).\n"
+"\n"
+"ZramDevice._commit_fresh for pages lo..hi-1 of a batch compressed by\n"
+"lz4_compress_pages / lz4_compress_begin (`out`, `sizes`: block k at\n"
+"k*4096, sizes[k] uint16 LE; 0 = same-filled, >= pool.huge_class_size =\n"
+"stored raw), whose raw pages are `data` from `pos` (page lo at pos), into\n"
+"empty slots first..first+hi-lo-1 of a table (`handle`, `attr`: writable\n"
+"u64 buffers).  The pool ends exactly as ZsPool.store_many of the same\n"
+"objects leaves it (classes in order, partial zspages fullest first, then\n"
+"pool._alloc_zspages, huge pages one zspage each); slot k gets the handle\n"
+"and size | bits (| huge_bit for a raw page), or for a same-filled page\n"
+"its fill word and same_bit | bits.  If anything fails (ENOMEM from\n"
+"_alloc_zspages), the objects stored so far are freed (pool.free) and the\n"
+"table is not touched.\n"
+"\n"
+"Why: a 1 MiB write is ~256 objects in ~50 classes; store_many's Python\n"
+"(sort, group, per-class calls, one handle and attribute object per page)\n"
+"cost more than the copies.  Keeps the GIL.");
+
+typedef struct {
+    const char *p;
+    Py_ssize_t size;
+    unsigned long long owner, handle, word;
+    int ord; /* class position in pool._classes; -1: same-filled */
+} BatchObj;
+
+typedef struct {
+    FillSrc base;
+    BatchObj *objs;
+    const Py_ssize_t *order; /* this class's objects, in page order */
+} BatchSrc;
+
+static int
+batch_src_get(FillSrc *fs, Py_ssize_t t, Py_buffer *hold, int *held, const char **p,
+              Py_ssize_t *size, unsigned long long *owner)
+{
+    (void)hold;
+    BatchSrc *s = (BatchSrc *)fs;
+    const BatchObj *o = &s->objs[s->order[t]];
+    *held = 0;
+    *p = o->p;
+    *size = o->size;
+    *owner = o->owner;
+    return 0;
+}
+
+static int
+batch_src_put(FillSrc *fs, Py_ssize_t t, unsigned long long handle)
+{
+    BatchSrc *s = (BatchSrc *)fs;
+    s->objs[s->order[t]].handle = handle;
+    return 0;
+}
+
+/* A list of ints from runs [(z0, nz), ...] as _alloc_zspages returns them. */
+static PyObject *
+runs_slots(PyObject *runs, Py_ssize_t want)
+{
+    if (!PyList_Check(runs)) {
+        PyErr_SetString(PyExc_TypeError, "zs_store_batch: _alloc_zspages must return a list");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(runs); r++) {
+        Py_ssize_t z0, nz;
+        PyObject *run = PyList_GET_ITEM(runs, r);
+        if (!PyTuple_Check(run) || PyTuple_GET_SIZE(run) != 2) {
+            PyErr_SetString(PyExc_TypeError, "zs_store_batch: a run must be (slot, count)");
+            goto fail;
+        }
+        z0 = PyLong_AsSsize_t(PyTuple_GET_ITEM(run, 0));
+        nz = PyLong_AsSsize_t(PyTuple_GET_ITEM(run, 1));
+        if ((z0 == -1 || nz == -1) && PyErr_Occurred())
+            goto fail;
+        for (Py_ssize_t z = z0; z < z0 + nz; z++) {
+            PyObject *zo = PyLong_FromSsize_t(z);
+            if (zo == NULL || PyList_Append(out, zo) < 0) {
+                Py_XDECREF(zo);
+                goto fail;
+            }
+            Py_DECREF(zo);
+        }
+    }
+    if (PyList_GET_SIZE(out) != want) {
+        PyErr_SetString(PyExc_ValueError, "zs_store_batch: _alloc_zspages gave a wrong count");
+        goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* Give back the fresh zspages of `slots` still empty (ZsPool._free_zspage),
+ * keeping the pending exception. */
+static void
+free_empty_zspages(PyObject *pool, PyObject *cls, PyObject *slots)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *inuse = attr_list(cls, s_inuse);
+    if (inuse != NULL) {
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(slots); j++) {
+            Py_ssize_t z = PyLong_AsSsize_t(PyList_GET_ITEM(slots, j)), n = 1;
+            if (z >= 0 && z < PyList_GET_SIZE(inuse))
+                n = PyLong_AsSsize_t(PyList_GET_ITEM(inuse, z));
+            if (n == 0) {
+                PyObject *r = PyObject_CallMethodObjArgs(pool, s_free_zspage, cls,
+                                                         PyList_GET_ITEM(slots, j), NULL);
+                Py_XDECREF(r);
+            }
+            PyErr_Clear();
+        }
+        Py_DECREF(inuse);
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+}
+
+/* ZsPool._store_huge for the m objects of `order`: a new zspage each. */
+static int
+store_huge(PyObject *pool, PyObject *cls, BatchObj *objs, const Py_ssize_t *order,
+           Py_ssize_t m)
+{
+    Py_ssize_t shift, smask, zwords, used, filled = 0;
+    PyObject *mo = NULL, *runs = NULL, *slots = NULL, *bvs = NULL, *hbase = NULL,
+             *howner = NULL, *inuse = NULL;
+    int rc = -1;
+
+    if (attr_ssize(cls, s_shift, &shift) < 0 || attr_ssize(cls, s_smask, &smask) < 0
+        || attr_ssize(cls, s_zwords, &zwords) < 0)
+        return -1;
+    if ((mo = PyLong_FromSsize_t(m)) == NULL)
+        return -1;
+    runs = PyObject_CallMethodObjArgs(pool, s_alloc_zspages, cls, mo, NULL);
+    Py_DECREF(mo);
+    if (runs == NULL)
+        return -1;
+    if ((slots = runs_slots(runs, m)) == NULL) {
+        Py_DECREF(runs);
+        return -1;
+    }
+    Py_DECREF(runs);
+    if (attr_ssize(cls, s_used, &used) < 0 || (bvs = attr_list(cls, s_bvs)) == NULL
+        || (hbase = attr_list(cls, s_hbase)) == NULL
+        || (howner = attr_list(cls, s_howner)) == NULL
+        || (inuse = attr_list(cls, s_inuse)) == NULL)
+        goto out;
+    for (; filled < m; filled++) {
+        BatchObj *o = &objs[order[filled]];
+        Py_ssize_t z = PyLong_AsSsize_t(PyList_GET_ITEM(slots, filled)), si = z >> shift;
+        Py_ssize_t w0 = (z & smask) * zwords;
+        Py_buffer bv;
+        if (si < 0 || si >= PyList_GET_SIZE(bvs) || si >= PyList_GET_SIZE(hbase)
+            || z >= PyList_GET_SIZE(howner) || z >= PyList_GET_SIZE(inuse)) {
+            PyErr_Format(PyExc_IndexError, "zs_store_batch: zspage %zd out of range", z);
+            goto out;
+        }
+        if (PyObject_GetBuffer(PyList_GET_ITEM(bvs, si), &bv, PyBUF_WRITABLE) < 0)
+            goto out;
+        if (w0 * 8 > bv.len - o->size) {
+            PyErr_Format(PyExc_ValueError, "zs_store_batch: zspage %zd does not fit", z);
+            PyBuffer_Release(&bv);
+            goto out;
+        }
+        memcpy((char *)bv.buf + w0 * 8, o->p, (size_t)o->size);
+        PyBuffer_Release(&bv);
+        unsigned long long hb = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(hbase, si));
+        if (hb == (unsigned long long)-1 && PyErr_Occurred())
+            goto out;
+        PyObject *ov = PyLong_FromUnsignedLongLong(o->owner);
+        if (ov == NULL || PyList_SetItem(howner, z, ov) < 0 || list_set_ssize(inuse, z, 1) < 0)
+            goto out;
+        o->handle = hb + ((unsigned long long)w0 << 4);
+    }
+    rc = 0;
+out:
+    if (filled) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *uv = PyLong_FromSsize_t(used + filled);
+        if (uv == NULL || PyObject_SetAttr(cls, s_used, uv) < 0)
+            rc = -1;
+        Py_XDECREF(uv);
+        if (et != NULL) {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        }
+    }
+    if (rc < 0)
+        free_empty_zspages(pool, cls, slots);
+    Py_XDECREF(slots);
+    Py_XDECREF(bvs);
+    Py_XDECREF(hbase);
+    Py_XDECREF(howner);
+    Py_XDECREF(inuse);
+    return rc;
+}
+
+/* The objects of one non-huge class: partial zspages, then new ones. */
+static int
+store_class(PyObject *pool, PyObject *cls, BatchObj *objs, const Py_ssize_t *order,
+            Py_ssize_t m)
+{
+    BatchSrc src = {{batch_src_get, batch_src_put}, objs, order};
+    Py_ssize_t objs_per, i = fill_class("zs_store_batch", cls, NULL, &src.base, 0, m);
+    if (i < 0)
+        return -1;
+    if (i == m)
+        return 0;
+    if (attr_ssize(cls, s_objs, &objs_per) < 0)
+        return -1;
+    Py_ssize_t nz = (m - i + objs_per - 1) / objs_per;
+    PyObject *no = PyLong_FromSsize_t(nz);
+    if (no == NULL)
+        return -1;
+    PyObject *runs = PyObject_CallMethodObjArgs(pool, s_alloc_zspages, cls, no, NULL);
+    Py_DECREF(no);
+    if (runs == NULL)
+        return -1;
+    PyObject *slots = runs_slots(runs, nz);
+    Py_DECREF(runs);
+    if (slots == NULL)
+        return -1;
+    i = fill_class("zs_store_batch", cls, slots, &src.base, i, m);
+    if (i >= 0 && i != m) {
+        PyErr_SetString(PyExc_ValueError, "zs_store_batch: new zspages did not hold the batch");
+        i = -1;
+    }
+    if (i < 0)
+        free_empty_zspages(pool, cls, slots);
+    Py_DECREF(slots);
+    return i < 0 ? -1 : 0;
+}
+
+static PyObject *
+zs_store_batch(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *fn = "zs_store_batch";
+    PyObject *pool, *classes = NULL, *ordt = NULL, *result = NULL;
+    Py_buffer out = {0}, sizes = {0}, data = {0}, ht = {0}, at = {0}, ob = {0};
+    int have_out = 0, have_sizes = 0, have_data = 0, have_ht = 0, have_at = 0, have_ob = 0;
+    Py_ssize_t lo, hi, pos, first, n, huge_size, ncls;
+    unsigned long long bits, huge_bit, same_bit;
+    BatchObj *objs = NULL;
+    Py_ssize_t *order = NULL, *start = NULL;
+    long long compr = 0;
+    Py_ssize_t nhuge = 0, nsame = 0;
+
+    if (!nargs_ok(fn, nargs, 13) || intern_names() < 0)
+        return NULL;
+    pool = args[0];
+    if (ssize_arg(args[3], &lo) < 0 || ssize_arg(args[4], &hi) < 0
+        || ssize_arg(args[6], &pos) < 0 || ssize_arg(args[7], &first) < 0)
+        return NULL;
+    bits = PyLong_AsUnsignedLongLong(args[10]);
+    huge_bit = PyLong_AsUnsignedLongLong(args[11]);
+    same_bit = PyLong_AsUnsignedLongLong(args[12]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (lo < 0 || hi < lo || first < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: bad page range", fn);
+        return NULL;
+    }
+    n = hi - lo;
+    if (PyObject_GetBuffer(args[1], &out, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_out = 1;
+    if (PyObject_GetBuffer(args[2], &sizes, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_sizes = 1;
+    if (PyObject_GetBuffer(args[5], &data, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_data = 1;
+    if (PyObject_GetBuffer(args[8], &ht, PyBUF_WRITABLE) < 0)
+        goto done;
+    have_ht = 1;
+    if (PyObject_GetBuffer(args[9], &at, PyBUF_WRITABLE) < 0)
+        goto done;
+    have_at = 1;
+    if (out.len < hi * PAGE || sizes.len < hi * 2 || !pages_in(fn, pos, n, data.len)
+        || ht.len / 8 < first + n || at.len / 8 < first + n) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s: a buffer is too short for the pages", fn);
+        goto done;
+    }
+    if (attr_ssize(pool, s_huge_class_size, &huge_size) < 0
+        || (classes = attr_list(pool, s_classes)) == NULL
+        || (ordt = PyObject_GetAttr(pool, s_ord_table)) == NULL)
+        goto done;
+    if (PyObject_GetBuffer(ordt, &ob, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_ob = 1;
+    ncls = PyList_GET_SIZE(classes);
+    if (ob.len != 2 * (PAGE + 1) || huge_size < 1 || huge_size > PAGE) {
+        PyErr_Format(PyExc_ValueError, "%s: pool tables out of shape", fn);
+        goto done;
+    }
+    objs = PyMem_Calloc((size_t)n + 1, sizeof(BatchObj));
+    order = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    start = PyMem_Calloc((size_t)ncls + 2, sizeof(Py_ssize_t));
+    if (objs == NULL || order == NULL || start == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const unsigned char *sz = sizes.buf;
+    const uint16_t *ords = ob.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        BatchObj *o = &objs[k];
+        const char *page = (const char *)data.buf + pos + k * PAGE;
+        Py_ssize_t size = sz[2 * (lo + k)] | (Py_ssize_t)sz[2 * (lo + k) + 1] << 8;
+        o->owner = (unsigned long long)(first + k);
+        if (size == 0) {
+            /* lz4_compress_pages's mark of a same-filled page. */
+            memcpy(&o->word, page, 8);
+            o->ord = -1;
+            nsame++;
+            continue;
+        }
+        if (size > PAGE) {
+            PyErr_Format(PyExc_ValueError, "%s: page %zd has size %zd", fn, lo + k, size);
+            goto done;
+        }
+        if (size >= huge_size) {
+            o->p = page;
+            size = PAGE;
+            nhuge++;
+        }
+        else {
+            o->p = (const char *)out.buf + (lo + k) * PAGE;
+        }
+        o->size = size;
+        o->ord = ords[size];
+        if (o->ord >= ncls) {
+            PyErr_Format(PyExc_ValueError, "%s: class %d out of range", fn, o->ord);
+            goto done;
+        }
+        compr += size;
+        start[o->ord + 1]++;
+    }
+    /* Counting sort by class, stable: each class's objects in page order. */
+    for (Py_ssize_t c = 0; c < ncls; c++)
+        start[c + 1] += start[c];
+    {
+        Py_ssize_t *fillp = PyMem_Calloc((size_t)ncls + 1, sizeof(Py_ssize_t));
+        if (fillp == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memcpy(fillp, start, (size_t)ncls * sizeof(Py_ssize_t));
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (objs[k].ord >= 0)
+                order[fillp[objs[k].ord]++] = k;
+        PyMem_Free(fillp);
+    }
+    for (Py_ssize_t c = 0; c < ncls; c++) {
+        Py_ssize_t m = start[c + 1] - start[c];
+        if (!m)
+            continue;
+        PyObject *cls = PyList_GET_ITEM(classes, c);
+        PyObject *hv = PyObject_GetAttr(cls, s_huge);
+        int huge = hv == NULL ? -1 : PyObject_IsTrue(hv);
+        Py_XDECREF(hv);
+        if (huge < 0)
+            goto undo;
+        if ((huge ? store_huge : store_class)(pool, cls, objs, order + start[c], m) < 0)
+            goto undo;
+    }
+    {
+        uint64_t *hv = (uint64_t *)ht.buf + first, *av = (uint64_t *)at.buf + first;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const BatchObj *o = &objs[k];
+            if (o->ord < 0) {
+                hv[k] = o->word;
+                av[k] = same_bit | bits;
+            }
+            else {
+                hv[k] = o->handle;
+                av[k] = (unsigned long long)o->size | bits | (o->size == PAGE ? huge_bit : 0);
+            }
+        }
+    }
+    result = Py_BuildValue("(Lnn)", compr, nhuge, nsame);
+    goto done;
+
+undo: {
+        /* store_many's except: free what was stored, keep the exception. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (objs[k].ord >= 0 && objs[k].handle) {
+                PyObject *r = PyObject_CallMethod(pool, "free", "K", objs[k].handle);
+                Py_XDECREF(r);
+                PyErr_Clear();
+            }
+        }
+        PyErr_Restore(et, ev, tb);
+    }
+done:
+    PyMem_Free(objs);
+    PyMem_Free(order);
+    PyMem_Free(start);
+    if (have_ob)
+        PyBuffer_Release(&ob);
+    Py_XDECREF(ordt);
+    Py_XDECREF(classes);
+    if (have_at)
+        PyBuffer_Release(&at);
+    if (have_ht)
+        PyBuffer_Release(&ht);
+    if (have_data)
+        PyBuffer_Release(&data);
+    if (have_sizes)
+        PyBuffer_Release(&sizes);
+    if (have_out)
+        PyBuffer_Release(&out);
     return result;
 }
 
@@ -3037,6 +3526,8 @@ static PyMethodDef zpages_methods[] = {
     {"lz4_read_slots", (PyCFunction)(void (*)(void))lz4_read_slots, METH_FASTCALL,
      lz4_read_slots_doc},
     {"zs_fill", (PyCFunction)(void (*)(void))zs_fill, METH_FASTCALL, zs_fill_doc},
+    {"zs_store_batch", (PyCFunction)(void (*)(void))zs_store_batch, METH_FASTCALL,
+     zs_store_batch_doc},
     {"lz4_decompress_page", (PyCFunction)(void (*)(void))lz4_decompress_page, METH_FASTCALL,
      lz4_decompress_page_doc},
     {"lz4_compress_page", (PyCFunction)(void (*)(void))lz4_compress_page, METH_FASTCALL,

@@ -107,6 +107,27 @@ def zs_fill(
     own state: objects ``ks[i:]`` into fresh ``zspages`` or, if None, the
     class's partial zspages fullest first; returns the next index in ``ks``."""
 
+def zs_store_batch(
+    pool: object,
+    out: Buffer,
+    sizes: Buffer,
+    lo: int,
+    hi: int,
+    data: Buffer,
+    pos: int,
+    first: int,
+    handle: Buffer,
+    attr: Buffer,
+    bits: int,
+    huge_bit: int,
+    same_bit: int,
+    /,
+) -> tuple[int, int, int]:
+    """``ZramDevice._commit_fresh`` of pages ``lo..hi-1`` of an accelerator
+    batch ``(out, sizes)`` into empty slots ``first..`` of a table, on the
+    pool's own state (`ZsPool.store_batch`): ``(compressed bytes, huge pages,
+    same-filled pages)``."""
+
 def read_nowait(
     cfg: tuple[object, ...], fh: int, off: int, size: int, /
 ) -> bytes | None:

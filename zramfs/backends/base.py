@@ -70,6 +70,12 @@ class PendingPages(Protocol):
         """Pages ``lo..hi-1`` (all finished) as ``compress_pages`` gives them."""
         ...
 
+    def blocks(self) -> tuple[Buffer, Buffer] | None:
+        """The whole range in the accelerator's block layout, ``(out,
+        sizes)`` as ``compress_blocks`` returns them (pages final up to what
+        `wait` returned), or None if this codec has no such layout."""
+        ...
+
 
 @runtime_checkable
 class Codec(Protocol):
@@ -92,6 +98,11 @@ class Codec(Protocol):
     * ``compress_pages_begin(data, pos, count) -> PendingPages`` (not None):
       the same pages compressed on a background thread, readable as they
       finish, so the caller can store the first ones meanwhile;
+    * ``compress_blocks(data, pos, count, threads) -> (out, sizes)`` (not
+      None): ``compress_pages`` in the accelerator's layout (page k's block at
+      ``k * PAGE_SIZE`` of ``out``, its length the uint16 ``sizes[k]``, 0 for
+      a same-filled page, PAGE_SIZE for an incompressible one), which
+      ``ZsPool.store_batch`` stores with no Python per page;
     * ``batch_decompress`` (true) and ``decompress_pages(blobs, threads)``:
       one PAGE_SIZE buffer per blob;
     * ``decompress_slots(views, attr, handle, first, stop, layout, now,

@@ -119,6 +119,7 @@ class Lz4Codec:
         "batch_compress",
         "batch_parallel",
         "compress_pages_begin",
+        "compress_blocks",
         "decompress_page",
         "decompress_slots",
     )
@@ -146,6 +147,7 @@ class Lz4Codec:
         self.batch_compress = self.batch_parallel = fast
         self._pages: Callable[..., tuple[bytearray, bytes]] | None = None
         self.compress_pages_begin: Callable[[Buffer, int, int], PendingPages] | None = None
+        self.compress_blocks: Callable[..., tuple[bytearray, bytes]] | None = None
         self.decompress_page: Callable[[Buffer], bytes] | None = None
         self.decompress_slots: Callable[..., bytes | None] | None = None
         if fast:
@@ -154,6 +156,7 @@ class Lz4Codec:
             self._pages = _zp.lz4hc_compress_pages if hc else _zp.lz4_compress_pages
             self.decompress_page = _zp.lz4_decompress_page
             self.decompress_slots = _zp.lz4_read_slots
+            self.compress_blocks = self._compress_blocks
             if not hc:
                 self.compress_pages_begin = partial(_Lz4Pending, level)
                 # The kernel's blocks (the batch calls make the same), and
@@ -175,9 +178,17 @@ class Lz4Codec:
         * a same-filled page gets an empty view (the device finds those
           itself, with the same test, and never stores a block for them).
         """
-        assert self._pages is not None, "compress_pages needs the accelerator"
-        out, sizes = self._pages(data, pos, count, self._level, threads)
+        out, sizes = self._compress_blocks(data, pos, count, threads)
         return _blocks(out, sizes, 0, count)
+
+    def _compress_blocks(
+        self, data: Buffer, pos: int, count: int, threads: int
+    ) -> tuple[bytearray, bytes]:
+        """`compress_pages` as the accelerator lays it out: ``(out, sizes)``,
+        page k's block at ``k * PAGE_SIZE`` of ``out``, its length the uint16
+        ``sizes[k]`` (0: same-filled, PAGE_SIZE: incompressible)."""
+        assert self._pages is not None, "compress_pages needs the accelerator"
+        return self._pages(data, pos, count, self._level, threads)
 
     def decompress(self, src: Buffer, dst_len: int = PAGE_SIZE) -> bytes:
         """Exactly `dst_len` bytes back, or ZramError(EIO).
@@ -225,6 +236,9 @@ class _Lz4Pending:
     def frames(self, lo: int, hi: int) -> list[Buffer]:
         """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
         return _blocks(self._p.out, self._p.sizes, lo, hi)
+
+    def blocks(self) -> tuple[Buffer, Buffer]:
+        return self._p.out, self._p.sizes
 
 
 def _blocks(out: Buffer, sizes: Buffer, lo: int, hi: int) -> list[Buffer]:

@@ -1106,7 +1106,17 @@ class ZramDevice:
         count: int,
     ) -> int:
         """`_store_fresh`: every page compressed (`_compress_batch`), then
-        stored; 0 pages if one fails to compress."""
+        stored; 0 pages if one fails to compress.  A codec with
+        ``compress_blocks`` and a pool with `ZsPool.store_batch` take
+        `_commit_blocks` (no Python per page)."""
+        blocks = getattr(comp, "compress_blocks", None)
+        if blocks is not None and pool.batch_ok and count >= BATCH_MIN_PAGES:
+            try:
+                out, sizes = self._batch_call(comp, blocks, data, pos, count)
+            except Exception:
+                return 0
+            self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, count)
+            return count
         try:
             same, blobs = self._compress_batch(comp, data, pos, count)
         except Exception:
@@ -1142,6 +1152,7 @@ class ZramDevice:
         a store that fails (ENOMEM) raises with the pages before it stored,
         as page by page would.
         """
+        blocks = getattr(comp, "compress_blocks", None) if pool.batch_ok else None
         key = (comp.name, comp.params.level)
         figures = _ahead_stats.get(key)
         if figures is None:
@@ -1153,12 +1164,19 @@ class ZramDevice:
         if head:
             t0 = _perf_ns()
             try:
-                frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
+                if blocks is not None:
+                    out, sizes = blocks(data, pos, head, 1)
+                else:
+                    frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
             except Exception:
                 return 0
             c_ns += ((_perf_ns() - t0) // head - c_ns) >> _EWMA_SHIFT
-            same = _same_pages(data, pos, head)
-            self._commit_fresh(table, pool, first, data, pos, head, same, _without(frames, same), 0)
+            if blocks is not None:
+                self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, head)
+            else:
+                same = _same_pages(data, pos, head)
+                blobs = _without(frames, same)
+                self._commit_fresh(table, pool, first, data, pos, head, same, blobs, 0)
         k = 0
         tail = count - head
         waited = last = 0
@@ -1171,9 +1189,16 @@ class ZramDevice:
             t1 = _perf_ns()
             waited += t1 - t0
             p = pos + ((head + k) << PAGE_SHIFT)
-            same = _same_pages(data, p, done - k)
-            blobs = _without(pending.frames(k, done), same)
-            self._commit_fresh(table, pool, first + head + k, data, p, done - k, same, blobs, 0)
+            raw = pending.blocks() if blocks is not None else None
+            if raw is not None:
+                out, sizes = raw
+                self._commit_blocks(table, pool, first + head + k, data, p, out, sizes, k, done)
+            else:
+                same = _same_pages(data, p, done - k)
+                blobs = _without(pending.frames(k, done), same)
+                self._commit_fresh(
+                    table, pool, first + head + k, data, p, done - k, same, blobs, 0
+                )
             last = _perf_ns() - t1
             k = done
         done_ns = pending.finished_ns
@@ -1228,7 +1253,6 @@ class ZramDevice:
         attrs = list(map(_or, sizes, _repeat(bits)))
         for j in huge:
             attrs[j] |= HUGE
-        st = self.stats
         if same:
             ht = table.handle
             at = table.attr
@@ -1239,17 +1263,47 @@ class ZramDevice:
                 p = pos + (k << PAGE_SHIFT)
                 ht[first + k] = int.from_bytes(data[p : p + 8], "little")
                 at[first + k] = SAME | bits
-            st.same_pages += len(same)
         else:
             table.handle[first : first + count] = _array("Q", handles)
             table.attr[first : first + count] = _array("Q", attrs)
-        st.pages_stored += count
-        st.compr_data_size += sum(sizes)
+        self._count_fresh(pool, count, sum(sizes), len(huge), len(same))
+
+    def _count_fresh(self, pool: ZsPool, pages: int, compr: int, huge: int, same: int) -> None:
+        """The statistics of ``pages`` pages stored into empty slots (``compr``
+        bytes of objects, ``huge`` of them raw, ``same`` same-filled), the
+        pool's high-water mark since the caller set ``peak_pages``."""
+        st = self.stats
+        st.pages_stored += pages
+        st.compr_data_size += compr
+        st.same_pages += same
         if huge:
-            st.huge_pages += len(huge)
-            st.huge_pages_since += len(huge)
+            st.huge_pages += huge
+            st.huge_pages_since += huge
         if pool.peak_pages > st.max_used_pages:
             st.max_used_pages = pool.peak_pages
+
+    def _commit_blocks(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        first: int,
+        data: bytes,
+        pos: int,
+        out: Buffer,
+        sizes: Buffer,
+        lo: int,
+        hi: int,
+    ) -> None:
+        """`_commit_fresh` of pages ``lo..hi-1`` of a ``compress_blocks``
+        result (their raw pages in ``data`` from ``pos``) into the empty
+        slots from ``first``: one `ZsPool.store_batch` call stores the
+        objects and writes the table, leaving pool, table and statistics
+        exactly as `_commit_fresh` does."""
+        pool.peak_pages = pool.total_pages()
+        compr, huge, same = pool.store_batch(
+            out, sizes, lo, hi, data, pos, first, table.handle, table.attr, self._actime, HUGE, SAME
+        )
+        self._count_fresh(pool, hi - lo, compr, huge, same)
 
     def _store_run(
         self,
@@ -1368,12 +1422,23 @@ class ZramDevice:
         return same, _without(self._batch_frames(comp, data, pos, count), same)
 
     def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
-        """A batch codec's ``compress_pages`` of every page of a batch, in one
-        GIL-free call on the trio thread (which blocks meanwhile): on two
+        """A batch codec's ``compress_pages`` of every page of a batch (`_batch_call`)."""
+        return self._batch_call(comp, comp.compress_pages, data, pos, count)  # type: ignore[attr-defined]
+
+    def _batch_call(
+        self,
+        comp: Codec,
+        pages: Callable[[Buffer, int, int, int], _T],
+        data: bytes,
+        pos: int,
+        count: int,
+    ) -> _T:
+        """``pages(data, pos, count, threads)``, a batch codec's
+        ``compress_pages`` or ``compress_blocks`` of every page of a batch, in
+        one GIL-free call on the trio thread (which blocks meanwhile): on two
         threads (it and a helper the codec keeps) when the batch is long
         enough (`PARALLEL_MIN_NS`) and that has measured faster
         (`_split_pays`), else on one."""
-        pages = comp.compress_pages  # type: ignore[attr-defined]
         if (
             not PARALLEL
             or not getattr(comp, "batch_parallel", False)

@@ -191,6 +191,18 @@ def _load_fill() -> Callable[..., int] | None:
 _zs_fill = _load_fill()
 
 
+def _load_store_batch() -> Callable[..., tuple[int, int, int]] | None:
+    """``zramfs._zpages.zs_store_batch`` (`ZsPool.store_batch`), when `_zs_fill` is there."""
+    if _zs_fill is None:
+        return None
+    from zramfs._zpages import zs_store_batch
+
+    return zs_store_batch
+
+
+_zs_store_batch = _load_store_batch()
+
+
 def _dontneed(mm: mmap.mmap, offset: int, length: int) -> None:
     """``madvise(MADV_DONTNEED)``, also when the daemon runs under ``mlockall``.
 
@@ -489,6 +501,10 @@ class ZsPool:
         # request size -> position of its class in _classes (store_many's sort key)
         ordinal = {id(c): i for i, c in enumerate(self._classes)}
         self._ord_by_size = [ordinal[id(c)] for c in self._by_size]
+        # The same as uint16s, for the C store_batch.
+        self._ord_table = _array("H", self._ord_by_size).tobytes()
+        #: `store_batch` is there (the C accelerator is built and enabled).
+        self.batch_ok = _zs_store_batch is not None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -732,6 +748,40 @@ class ZsPool:
                     self.free(h)
             raise
         return handles
+
+    def store_batch(
+        self,
+        out: _Buf,
+        sizes: _Buf,
+        lo: int,
+        hi: int,
+        data: _Buf,
+        pos: int,
+        first: int,
+        handle: memoryview,
+        attr: memoryview,
+        bits: int,
+        huge_bit: int,
+        same_bit: int,
+    ) -> tuple[int, int, int]:
+        """The device's fresh batch, from the accelerator's block layout to a
+        slot table, in one C call (``zramfs._zpages.zs_store_batch``; only
+        when `batch_ok`).
+
+        Pages ``lo..hi-1`` of ``(out, sizes)`` (a ``compress_blocks`` result:
+        size 0 marks a same-filled page, sizes from `huge_class_size` up are
+        stored raw from ``data``, page ``lo`` at ``pos``) go into the empty
+        slots ``first..``: the pool ends exactly as `store_many` of the same
+        objects in page order leaves it, and each slot gets its handle and
+        ``size | bits`` (``| huge_bit`` for a raw page), or a same-filled
+        page's fill word and ``same_bit | bits``.  On failure (ENOMEM) nothing
+        stays stored and the table is untouched.  Returns ``(compressed
+        bytes, huge pages, same-filled pages)``.
+        """
+        assert _zs_store_batch is not None
+        return _zs_store_batch(
+            self, out, sizes, lo, hi, data, pos, first, handle, attr, bits, huge_bit, same_bit
+        )
 
     def _fill(
         self,
