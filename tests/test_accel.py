@@ -58,6 +58,7 @@ def strip_accelerator(dev: ZramDevice) -> None:
     comp.batch_compress = comp.batch_parallel = False
     comp.compress_pages_begin = comp.compress_blocks = None
     comp.decompress_page = comp.decompress_slots = None
+    pool(dev).batch_ok = False  # stores through store_many, the Python reference
     dev._decompress_page = partial(comp.decompress, dst_len=PAGE)
 
 
@@ -227,6 +228,20 @@ async def test_fresh_batches_compressed_ahead_match_page_by_page(
     await same_state(fast, slow, model)
 
 
+def spy_store_batch(dev: ZramDevice) -> list[int]:
+    """The page counts of ``dev``'s `ZsPool.store_batch` calls, as they happen."""
+    p = pool(dev)
+    real = p.store_batch
+    stored: list[int] = []
+
+    def spy(*args: Any) -> tuple[int, int, int]:
+        stored.append(args[3] - args[2])
+        return real(*args)
+
+    p.store_batch = spy  # type: ignore[method-assign,assignment]
+    return stored
+
+
 @pytest.mark.parametrize("alg", [b"lz4", b"lz4hc"])
 async def test_fresh_batches_compressed_at_once_match_page_by_page(
     alg: bytes, forced_fresh_way: Callable[[ZramDevice, int], None]
@@ -237,15 +252,7 @@ async def test_fresh_batches_compressed_at_once_match_page_by_page(
     pages with same-filled, zero and huge pages, into empty slots between
     stored ones."""
     fast, slow = await pair(alg)
-    p = pool(fast)
-    real = p.store_batch
-    stored: list[int] = []
-
-    def spy(*args: Any) -> tuple[int, int, int]:
-        stored.append(args[3] - args[2])
-        return real(*args)
-
-    p.store_batch = spy  # type: ignore[method-assign,assignment]
+    stored = spy_store_batch(fast)
     model = bytearray(8 << 20)
     data = mixed_data(1024, 6)
     k = 0
@@ -259,6 +266,49 @@ async def test_fresh_batches_compressed_at_once_match_page_by_page(
         stored.clear()
         k = (k + n) % 512
     await same_state(fast, slow, model)
+
+
+@pytest.mark.parametrize("alg", [b"lz4", b"lz4hc"])
+async def test_offloaded_batches_in_block_layout_match_page_by_page(alg: bytes) -> None:
+    """`_write_offloaded` with ``compress_blocks``: compressed on worker
+    threads in the accelerator's layout, then stored by `ZsPool.store_batch`
+    into empty slots (WRITER held) or, over stored pages, page by page from
+    its block views; against the pure device."""
+    from zramfs.core import device as dm
+
+    fast, slow = await pair(alg)
+    comp = fast.comps[0]
+    assert comp is not None
+    stored = spy_store_batch(fast)
+    offloaded = fast._write_offloaded
+    ways: list[int] = []
+
+    async def count_way(*args: Any) -> None:
+        ways.append(args[-1])
+        await offloaded(*args)
+
+    fast._write_offloaded = count_way  # type: ignore[method-assign,assignment]
+    saved = dict(dm._offload_stats)
+    try:
+        model = bytearray(8 << 20)
+        data = mixed_data(1024, 8)
+        batches = [(0, 256, True), (2 << 20, 512, True), (0, 256, False), (1 << 20, 100, True),
+                   ((2 << 20) + 40 * PAGE, 64, False)]  # fmt: skip
+        for off, n, fresh in batches:
+            dm._offload_stats[(comp.name, comp.params.level)] = [1, 1]  # offloading is cheaper
+            fast._comp_cost_ns = 10_000
+            chunk = bytes(data[off // PAGE % 512 * PAGE :][: n * PAGE])
+            for dev in (fast, slow):
+                await dev.write(off, chunk)
+            model[off : off + n * PAGE] = chunk
+            assert ways == [n], (off, n, ways)  # the offloaded way
+            assert stored == ([n] if fresh else []), (off, n)
+            stored.clear()
+            ways.clear()
+        await same_state(fast, slow, model)
+    finally:
+        dm._offload_stats.clear()
+        dm._offload_stats.update(saved)
 
 
 async def test_corrupt_object_in_a_joined_read_is_eio() -> None:

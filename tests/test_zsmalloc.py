@@ -976,13 +976,28 @@ def _store_batch_by_store_many(
         handle[o] = h
 
 
+def _as_frames(out: bytearray, sizes: bytes, big: int) -> tuple[list[bytes], bytes]:
+    """The same batch as any codec's frames (``store_batch``'s list mode):
+    page k's frame is its block, or for a raw page a frame of ``big`` bytes
+    (a zstd frame of an incompressible page is longer than the page)."""
+    sz = array("H", sizes)
+    frames = [
+        b"" if not n else bytes(out[k * PAGE_SIZE : k * PAGE_SIZE + n]) if n < PAGE_SIZE
+        else bytes(big)
+        for k, n in enumerate(sz)
+    ]  # fmt: skip
+    return frames, array("H", map(len, frames)).tobytes()
+
+
 @pytest.mark.skipif(zsmalloc._zs_store_batch is None, reason="zramfs._zpages not built")
-@pytest.mark.parametrize("seed", range(8))
-def test_store_batch_leaves_what_store_many_leaves(seed: int) -> None:
+@pytest.mark.parametrize("frames", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_store_batch_leaves_what_store_many_leaves(seed: int, frames: bool) -> None:
     """`ZsPool.store_batch` (C) against `store_many` of the same objects in
     page order, over batches and frees: same pool state (fullness lists in
     order, free lists, counters), same handles, same table words, same
-    bytes; slots outside the batch untouched."""
+    bytes; slots outside the batch untouched.  Both layouts: the
+    accelerator's blocks, and a list of frames."""
     rng = random.Random(seed)
     a = ZsPool(rng.choice([4, 8, 16]))
     b = ZsPool(a.chain_size)
@@ -1000,7 +1015,11 @@ def test_store_batch_leaves_what_store_many_leaves(seed: int) -> None:
             data = bytes(pos) + data[lo * PAGE_SIZE :]
             _store_batch_by_store_many(a, out, sizes, lo, hi, data, pos, first, ha, aa)
             bits = (BITS, HUGE_BIT, SAME_BIT)
-            got = b.store_batch(out, sizes, lo, hi, data, pos, first, hb, ab, *bits)
+            if frames:
+                listed, fsizes = _as_frames(out, sizes, rng.choice([PAGE_SIZE, PAGE_SIZE + 13]))
+                got = b.store_batch(listed, fsizes, lo, hi, data, pos, first, hb, ab, *bits)
+            else:
+                got = b.store_batch(out, sizes, lo, hi, data, pos, first, hb, ab, *bits)
             sz = array("H", sizes)[lo:hi]
             raw = [s for s in sz if s >= a.huge_class_size]
             blocks = sum(s for s in sz if 0 < s < a.huge_class_size)

@@ -2078,7 +2078,9 @@ PyDoc_STRVAR(zs_store_batch_doc,
 "ZramDevice._commit_fresh for pages lo..hi-1 of a batch compressed by\n"
 "lz4_compress_pages / lz4_compress_begin (`out`, `sizes`: block k at\n"
 "k*4096, sizes[k] uint16 LE; 0 = same-filled, >= pool.huge_class_size =\n"
-"stored raw), whose raw pages are `data` from `pos` (page lo at pos), into\n"
+"stored raw) or, when `out` is a list, by any codec (out[k] is page k's\n"
+"frame of sizes[k] bytes, which may exceed 4096: stored raw), whose raw\n"
+"pages are `data` from `pos` (page lo at pos), into\n"
 "empty slots first..first+hi-lo-1 of a table (`handle`, `attr`: writable\n"
 "u64 buffers).  The pool ends exactly as ZsPool.store_many of the same\n"
 "objects leaves it (classes in order, partial zspages fullest first, then\n"
@@ -2320,7 +2322,9 @@ zs_store_batch(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
     Py_ssize_t lo, hi, pos, first, n, huge_size, ncls;
     unsigned long long bits, huge_bit, same_bit;
     BatchObj *objs = NULL;
-    Py_ssize_t *order = NULL, *start = NULL;
+    Py_ssize_t *order = NULL, *start = NULL, nheld = 0;
+    PyObject *frames = NULL; /* a list: frames mode */
+    Py_buffer *held = NULL;  /* frames mode: the frames' buffers */
     long long compr = 0;
     Py_ssize_t nhuge = 0, nsame = 0;
 
@@ -2340,9 +2344,23 @@ zs_store_batch(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     n = hi - lo;
-    if (PyObject_GetBuffer(args[1], &out, PyBUF_SIMPLE) < 0)
-        goto done;
-    have_out = 1;
+    if (PyList_Check(args[1])) {
+        /* Frames mode: out[k] is page k's object (sizes[k] bytes). */
+        frames = args[1];
+        if (PyList_GET_SIZE(frames) < hi) {
+            PyErr_Format(PyExc_ValueError, "%s: fewer frames than pages", fn);
+            goto done;
+        }
+        if ((held = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    else {
+        if (PyObject_GetBuffer(args[1], &out, PyBUF_SIMPLE) < 0)
+            goto done;
+        have_out = 1;
+    }
     if (PyObject_GetBuffer(args[2], &sizes, PyBUF_SIMPLE) < 0)
         goto done;
     have_sizes = 1;
@@ -2355,7 +2373,8 @@ zs_store_batch(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
     if (PyObject_GetBuffer(args[9], &at, PyBUF_WRITABLE) < 0)
         goto done;
     have_at = 1;
-    if (out.len < hi * PAGE || sizes.len < hi * 2 || !pages_in(fn, pos, n, data.len)
+    if ((frames == NULL && out.len < hi * PAGE) || sizes.len < hi * 2
+        || !pages_in(fn, pos, n, data.len)
         || ht.len / 8 < first + n || at.len / 8 < first + n) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_ValueError, "%s: a buffer is too short for the pages", fn);
@@ -2394,17 +2413,29 @@ zs_store_batch(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
             nsame++;
             continue;
         }
-        if (size > PAGE) {
+        if (frames != NULL) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(frames, lo + k), &held[nheld], PyBUF_SIMPLE)
+                < 0)
+                goto done;
+            const Py_buffer *fb = &held[nheld++];
+            if (fb->len != size) {
+                PyErr_Format(PyExc_ValueError, "%s: frame %zd has %zd bytes, its size is %zd",
+                             fn, lo + k, fb->len, size);
+                goto done;
+            }
+            o->p = fb->buf;
+        }
+        else if (size > PAGE) {
             PyErr_Format(PyExc_ValueError, "%s: page %zd has size %zd", fn, lo + k, size);
             goto done;
+        }
+        else {
+            o->p = (const char *)out.buf + (lo + k) * PAGE;
         }
         if (size >= huge_size) {
             o->p = page;
             size = PAGE;
             nhuge++;
-        }
-        else {
-            o->p = (const char *)out.buf + (lo + k) * PAGE;
         }
         o->size = size;
         o->ord = ords[size];
@@ -2474,6 +2505,9 @@ undo: {
         PyErr_Restore(et, ev, tb);
     }
 done:
+    for (Py_ssize_t k = 0; k < nheld; k++)
+        PyBuffer_Release(&held[k]);
+    PyMem_Free(held);
     PyMem_Free(objs);
     PyMem_Free(order);
     PyMem_Free(start);

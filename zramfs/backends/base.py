@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import add
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from zramfs.errors import ZramError
@@ -48,6 +49,16 @@ class AlgoParams:
 
 DEFAULT_PARAMS = AlgoParams()
 """Nothing set: every backend default. Frozen, so safe as a shared default argument."""
+
+
+def block_views(out: Buffer, sizes: Buffer, lo: int, hi: int) -> list[Buffer]:
+    """Pages ``lo..hi-1`` of a ``compress_blocks`` result ``(out, sizes)`` as
+    ``compress_pages`` gives them: views of ``out``, page k's ``sizes[k]``
+    (uint16) bytes at ``k * PAGE_SIZE``."""
+    mv = memoryview(out)
+    starts = range(lo * PAGE_SIZE, hi * PAGE_SIZE, PAGE_SIZE)
+    ends = map(add, starts, memoryview(sizes).cast("H")[lo:hi])
+    return list(map(mv.__getitem__, map(slice, starts, ends)))
 
 
 class PendingPages(Protocol):

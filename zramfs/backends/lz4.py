@@ -53,7 +53,6 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from operator import add
 from types import ModuleType
 from typing import Final
 
@@ -68,6 +67,7 @@ from zramfs.backends.base import (
     Backend,
     Buffer,
     PendingPages,
+    block_views,
     corrupt,
     dictionary_of,
     int_param,
@@ -179,7 +179,7 @@ class Lz4Codec:
           itself, with the same test, and never stores a block for them).
         """
         out, sizes = self._compress_blocks(data, pos, count, threads)
-        return _blocks(out, sizes, 0, count)
+        return block_views(out, sizes, 0, count)
 
     def _compress_blocks(
         self, data: Buffer, pos: int, count: int, threads: int
@@ -235,19 +235,10 @@ class _Lz4Pending:
 
     def frames(self, lo: int, hi: int) -> list[Buffer]:
         """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
-        return _blocks(self._p.out, self._p.sizes, lo, hi)
+        return block_views(self._p.out, self._p.sizes, lo, hi)
 
     def blocks(self) -> tuple[Buffer, Buffer]:
         return self._p.out, self._p.sizes
-
-
-def _blocks(out: Buffer, sizes: Buffer, lo: int, hi: int) -> list[Buffer]:
-    """Pages ``lo..hi-1`` of a batch call's ``(out, sizes)``: views of ``out``,
-    page k's ``sizes[k]`` bytes at ``k*4096`` (see `Lz4Codec.compress_pages`)."""
-    mv = memoryview(out)
-    starts = range(lo * PAGE_SIZE, hi * PAGE_SIZE, PAGE_SIZE)
-    ends = map(add, starts, memoryview(sizes).cast("H")[lo:hi])
-    return list(map(mv.__getitem__, map(slice, starts, ends)))
 
 
 def _page_at(page_fn: Callable[[Buffer, int], bytes], acceleration: int, src: Buffer) -> bytes:

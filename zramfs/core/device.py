@@ -41,7 +41,7 @@ from typing import NoReturn, TypeVar
 import trio
 
 from ..backends import BACKEND_NAMES, DEFAULT_ALGORITHM, create_codec
-from ..backends.base import AlgoParams, Buffer, Codec, PendingPages
+from ..backends.base import AlgoParams, Buffer, Codec, PendingPages, block_views
 from ..backends.lz4 import _zp
 from ..errors import ZramError, einval
 from . import kparse, postprocess
@@ -1037,10 +1037,22 @@ class ZramDevice:
             for k in range(count):
                 await locks.lock(first + k)
                 locked += 1
-            same, blobs = await self._compress_offloaded(comp, data, pos, count)
-            if not self.limit_pages and table.only_bits(first, first + count, WRITER):
-                self._commit_fresh(table, pool, first, data, pos, count, same, blobs, WRITER)
-                return
+            blocks = getattr(comp, "compress_blocks", None) if pool.batch_ok else None
+            if blocks is not None:
+                # The accelerator's layout: stored by one C call if the slots
+                # are still empty, else its views page by page as below.
+                out, sizes = await trio.to_thread.run_sync(blocks, data, pos, count, max(_CPUS, 2))
+                if not self.limit_pages and table.only_bits(first, first + count, WRITER):
+                    self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, count, WRITER)
+                    return
+                sz = memoryview(sizes).cast("H")
+                same = [k for k in range(count) if not sz[k]]
+                blobs = _without(block_views(out, sizes, 0, count), same)
+            else:
+                same, blobs = await self._compress_offloaded(comp, data, pos, count)
+                if not self.limit_pages and table.only_bits(first, first + count, WRITER):
+                    self._commit_fresh(table, pool, first, data, pos, count, same, blobs, WRITER)
+                    return
             # Somebody queued for a slot, or one holds content: page by page.
             skip = set(same)
             it = iter(blobs)
@@ -1196,9 +1208,7 @@ class ZramDevice:
             else:
                 same = _same_pages(data, p, done - k)
                 blobs = _without(pending.frames(k, done), same)
-                self._commit_fresh(
-                    table, pool, first + head + k, data, p, done - k, same, blobs, 0
-                )
+                self._commit_fresh(table, pool, first + head + k, data, p, done - k, same, blobs, 0)
             last = _perf_ns() - t1
             k = done
         done_ns = pending.finished_ns
@@ -1230,8 +1240,20 @@ class ZramDevice:
         by page gives: nothing is freed (the slots are empty), so the pool
         ends in the same state and mem_used_max's high-water mark is its size
         afterwards.  ``lockbits`` are the slots' lock bits to keep (WRITER
-        when the caller holds them all).
+        when the caller holds them all).  With `ZsPool.store_batch` (the C
+        accelerator), that one call does the pool and the table.
         """
+        if pool.batch_ok:
+            frames: list[Buffer] = list(blobs)
+            for k in same:  # (ascending) the places of the same-filled pages
+                frames.insert(k, b"")
+            pool.peak_pages = pool.total_pages()
+            compr, huge_n, same_n = pool.store_batch(
+                frames, _array("H", map(len, frames)).tobytes(), 0, count, data, pos, first,
+                table.handle, table.attr, self._actime | lockbits, HUGE, SAME,
+            )  # fmt: skip
+            self._count_fresh(pool, count, compr, huge_n, same_n)
+            return
         mv = memoryview(data)
         stored: list[Buffer] = list(blobs)
         sizes = list(map(len, stored))
@@ -1293,15 +1315,17 @@ class ZramDevice:
         sizes: Buffer,
         lo: int,
         hi: int,
+        lockbits: int = 0,
     ) -> None:
         """`_commit_fresh` of pages ``lo..hi-1`` of a ``compress_blocks``
         result (their raw pages in ``data`` from ``pos``) into the empty
         slots from ``first``: one `ZsPool.store_batch` call stores the
         objects and writes the table, leaving pool, table and statistics
-        exactly as `_commit_fresh` does."""
+        exactly as `_commit_fresh` does (``lockbits`` as there)."""
         pool.peak_pages = pool.total_pages()
+        bits = self._actime | lockbits
         compr, huge, same = pool.store_batch(
-            out, sizes, lo, hi, data, pos, first, table.handle, table.attr, self._actime, HUGE, SAME
+            out, sizes, lo, hi, data, pos, first, table.handle, table.attr, bits, HUGE, SAME
         )
         self._count_fresh(pool, hi - lo, compr, huge, same)
 

@@ -751,7 +751,7 @@ class ZsPool:
 
     def store_batch(
         self,
-        out: _Buf,
+        out: _Buf | Sequence[_Buf],
         sizes: _Buf,
         lo: int,
         hi: int,
@@ -770,7 +770,8 @@ class ZsPool:
 
         Pages ``lo..hi-1`` of ``(out, sizes)`` (a ``compress_blocks`` result:
         size 0 marks a same-filled page, sizes from `huge_class_size` up are
-        stored raw from ``data``, page ``lo`` at ``pos``) go into the empty
+        stored raw from ``data``, page ``lo`` at ``pos``; or ``out`` a list of
+        any codec's frames, ``sizes[k]`` bytes each) go into the empty
         slots ``first..``: the pool ends exactly as `store_many` of the same
         objects in page order leaves it, and each slot gets its handle and
         ``size | bits`` (``| huge_bit`` for a raw page), or a same-filled
