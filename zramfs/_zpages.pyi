@@ -109,7 +109,7 @@ def zs_fill(
 
 def zs_store_batch(
     pool: object,
-    out: Buffer,
+    out: Buffer | list[Buffer],
     sizes: Buffer,
     lo: int,
     hi: int,
@@ -124,8 +124,9 @@ def zs_store_batch(
     /,
 ) -> tuple[int, int, int]:
     """``ZramDevice._commit_fresh`` of pages ``lo..hi-1`` of an accelerator
-    batch ``(out, sizes)`` into empty slots ``first..`` of a table, on the
-    pool's own state (`ZsPool.store_batch`): ``(compressed bytes, huge pages,
+    batch ``(out, sizes)``, or of a list of any codec's frames ``out`` with
+    their ``sizes``, into empty slots ``first..`` of a table, on the pool's
+    own state (`ZsPool.store_batch`): ``(compressed bytes, huge pages,
     same-filled pages)``."""
 
 def read_nowait(
