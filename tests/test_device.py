@@ -1404,9 +1404,6 @@ class Wrapped:
     def finished_ns(self) -> int:
         return self.inner.finished_ns
 
-    def frames(self, lo: int, hi: int) -> object:
-        return self.inner.frames(lo, hi)
-
     def blocks(self) -> object:
         return self.inner.blocks()
 
@@ -1481,16 +1478,12 @@ async def test_the_head_share_moves_toward_the_idle_side(
     dev = await lz4_ahead_dev(Slow if helper == "slow" else None)
     if helper == "idle":  # the trio thread's stores are slow: the helper is done long before
 
-        def slowed(commit: Callable[..., None]) -> Callable[..., None]:
-            def slow_commit(*args: Any) -> None:
-                time.sleep(0.001)
-                commit(*args)
+        def slow_commit(*args: Any) -> None:
+            time.sleep(0.001)
+            commit(*args)
 
-            return slow_commit
-
-        # (Both ways of storing a piece: store_batch's and store_many's.)
-        dev._commit_fresh = slowed(dev._commit_fresh)  # type: ignore[method-assign]
-        dev._commit_blocks = slowed(dev._commit_blocks)  # type: ignore[method-assign]
+        commit = dev._commit_blocks
+        dev._commit_blocks = slow_commit  # type: ignore[method-assign,assignment]
     data = b"".join(text(k, PAGE) for k in range(256))
     forced_fresh_way(dev, 1)
     dm._ahead_stats[("lz4", 1)] = figures = [10_000, 400]

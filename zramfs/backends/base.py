@@ -15,7 +15,7 @@ thin wrappers around one library call).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import add
 from typing import Protocol, TypeAlias, runtime_checkable
@@ -77,14 +77,10 @@ class PendingPages(Protocol):
         leading pages are compressed; returns how many are."""
         ...
 
-    def frames(self, lo: int, hi: int) -> Sequence[Buffer]:
-        """Pages ``lo..hi-1`` (all finished) as ``compress_pages`` gives them."""
-        ...
-
-    def blocks(self) -> tuple[Buffer, Buffer] | None:
-        """The whole range in the accelerator's block layout, ``(out,
-        sizes)`` as ``compress_blocks`` returns them (pages final up to what
-        `wait` returned), or None if this codec has no such layout."""
+    def blocks(self) -> tuple[Buffer, Buffer]:
+        """The whole range in the block layout, ``(out, sizes)`` as the
+        codec's ``compress_blocks`` returns them (pages final up to what
+        `wait` returned)."""
         ...
 
 
@@ -106,9 +102,10 @@ class Codec(Protocol):
       compressing to PAGE_SIZE or more may be any PAGE_SIZE-byte buffer (it is
       stored raw), a same-filled page any buffer (it is never stored);
     * ``batch_parallel`` (true): ``threads`` > 1 may pay;
-    * ``compress_pages_begin(data, pos, count) -> PendingPages`` (not None):
-      the same pages compressed on a background thread, readable as they
-      finish, so the caller can store the first ones meanwhile;
+    * ``compress_pages_begin(data, pos, count) -> PendingPages`` (not None,
+      only with ``compress_blocks``): the same pages compressed on a
+      background thread, readable as they finish, so the caller can store
+      the first ones meanwhile;
     * ``compress_blocks(data, pos, count, threads) -> (out, sizes)`` (not
       None): ``compress_pages`` in the accelerator's layout (page k's block at
       ``k * PAGE_SIZE`` of ``out``, its length the uint16 ``sizes[k]``, 0 for

@@ -233,10 +233,6 @@ class _Lz4Pending:
     def finished_ns(self) -> int:
         return self._p.finished_ns  # type: ignore[no-any-return]
 
-    def frames(self, lo: int, hi: int) -> list[Buffer]:
-        """As `Lz4Codec.compress_pages` gives them, for pages ``lo..hi-1``."""
-        return block_views(self._p.out, self._p.sizes, lo, hi)
-
     def blocks(self) -> tuple[Buffer, Buffer]:
         return self._p.out, self._p.sizes
 

@@ -217,6 +217,16 @@ def _split_call(kind: str, comp: Codec, pages: int, call: Callable[[int], _T]) -
     return out
 
 
+def _block_frames(
+    out: Buffer, sizes: Buffer, lo: int, hi: int
+) -> tuple[list[int], Sequence[Buffer]]:
+    """Pages ``lo..hi-1`` of a ``compress_blocks`` result as `compress_run`
+    gives them: the same-filled pages' indexes (size 0) and the others' views."""
+    sz = memoryview(sizes).cast("H")[lo:hi]
+    same = [k for k in range(hi - lo) if not sz[k]]
+    return same, _without(block_views(out, sizes, lo, hi), same)
+
+
 def _without(frames: Sequence[Buffer], same: list[int]) -> Sequence[Buffer]:
     """``frames`` less those of the same-filled pages ``same`` (never stored)."""
     if not same:
@@ -1037,17 +1047,15 @@ class ZramDevice:
             for k in range(count):
                 await locks.lock(first + k)
                 locked += 1
-            blocks = getattr(comp, "compress_blocks", None) if pool.batch_ok else None
+            blocks = getattr(comp, "compress_blocks", None)
             if blocks is not None:
-                # The accelerator's layout: stored by one C call if the slots
-                # are still empty, else its views page by page as below.
+                # The accelerator's layout: stored at once if the slots are
+                # still empty, else its views page by page as below.
                 out, sizes = await trio.to_thread.run_sync(blocks, data, pos, count, max(_CPUS, 2))
                 if not self.limit_pages and table.only_bits(first, first + count, WRITER):
                     self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, count, WRITER)
                     return
-                sz = memoryview(sizes).cast("H")
-                same = [k for k in range(count) if not sz[k]]
-                blobs = _without(block_views(out, sizes, 0, count), same)
+                same, blobs = _block_frames(out, sizes, 0, count)
             else:
                 same, blobs = await self._compress_offloaded(comp, data, pos, count)
                 if not self.limit_pages and table.only_bits(first, first + count, WRITER):
@@ -1119,10 +1127,9 @@ class ZramDevice:
     ) -> int:
         """`_store_fresh`: every page compressed (`_compress_batch`), then
         stored; 0 pages if one fails to compress.  A codec with
-        ``compress_blocks`` and a pool with `ZsPool.store_batch` take
-        `_commit_blocks` (no Python per page)."""
+        ``compress_blocks`` takes `_commit_blocks`."""
         blocks = getattr(comp, "compress_blocks", None)
-        if blocks is not None and pool.batch_ok and count >= BATCH_MIN_PAGES:
+        if blocks is not None and count >= BATCH_MIN_PAGES:
             try:
                 out, sizes = self._batch_call(comp, blocks, data, pos, count)
             except Exception:
@@ -1164,7 +1171,7 @@ class ZramDevice:
         a store that fails (ENOMEM) raises with the pages before it stored,
         as page by page would.
         """
-        blocks = getattr(comp, "compress_blocks", None) if pool.batch_ok else None
+        blocks = comp.compress_blocks  # type: ignore[attr-defined]
         key = (comp.name, comp.params.level)
         figures = _ahead_stats.get(key)
         if figures is None:
@@ -1176,19 +1183,11 @@ class ZramDevice:
         if head:
             t0 = _perf_ns()
             try:
-                if blocks is not None:
-                    out, sizes = blocks(data, pos, head, 1)
-                else:
-                    frames = comp.compress_pages(data, pos, head, 1)  # type: ignore[attr-defined]
+                out, sizes = blocks(data, pos, head, 1)
             except Exception:
                 return 0
             c_ns += ((_perf_ns() - t0) // head - c_ns) >> _EWMA_SHIFT
-            if blocks is not None:
-                self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, head)
-            else:
-                same = _same_pages(data, pos, head)
-                blobs = _without(frames, same)
-                self._commit_fresh(table, pool, first, data, pos, head, same, blobs, 0)
+            self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, head)
         k = 0
         tail = count - head
         waited = last = 0
@@ -1201,14 +1200,8 @@ class ZramDevice:
             t1 = _perf_ns()
             waited += t1 - t0
             p = pos + ((head + k) << PAGE_SHIFT)
-            raw = pending.blocks() if blocks is not None else None
-            if raw is not None:
-                out, sizes = raw
-                self._commit_blocks(table, pool, first + head + k, data, p, out, sizes, k, done)
-            else:
-                same = _same_pages(data, p, done - k)
-                blobs = _without(pending.frames(k, done), same)
-                self._commit_fresh(table, pool, first + head + k, data, p, done - k, same, blobs, 0)
+            out, sizes = pending.blocks()
+            self._commit_blocks(table, pool, first + head + k, data, p, out, sizes, k, done)
             last = _perf_ns() - t1
             k = done
         done_ns = pending.finished_ns
@@ -1321,7 +1314,12 @@ class ZramDevice:
         result (their raw pages in ``data`` from ``pos``) into the empty
         slots from ``first``: one `ZsPool.store_batch` call stores the
         objects and writes the table, leaving pool, table and statistics
-        exactly as `_commit_fresh` does (``lockbits`` as there)."""
+        exactly as `_commit_fresh` does (``lockbits`` as there); a pool
+        without it gets the layout's views through `_commit_fresh`."""
+        if not pool.batch_ok:
+            same_at, blobs = _block_frames(out, sizes, lo, hi)
+            self._commit_fresh(table, pool, first, data, pos, hi - lo, same_at, blobs, lockbits)
+            return
         pool.peak_pages = pool.total_pages()
         bits = self._actime | lockbits
         compr, huge, same = pool.store_batch(
