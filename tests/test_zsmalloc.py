@@ -1119,3 +1119,128 @@ def test_store_batch_argument_checks() -> None:
             p.store_batch(out, sizes, 0, 8, data, 0, 0, bytes(64), a, BITS, HUGE_BIT, SAME_BIT)  # type: ignore[arg-type]
     finally:
         p.close()
+
+
+# ------------------------------------------------ zspage allocation in C
+
+
+def _alloc_state(p: ZsPool) -> list[object]:
+    """What `_alloc_zspages` / `_free_zspage` touch: per class the heap (as
+    laid out), segment liveness and mapping, spare, freeobj and counters."""
+    return [p._pages, p.peak_pages] + [
+        (c.index, list(c.free_slots), list(c.seg_live), [m is None for m in c.segs], c.spare,
+         list(c.freeobj), c.nzspages, c.allocated)
+        for c in p._classes
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(zsmalloc._zs_alloc_zspages is None, reason="zramfs._zpages not built")
+@pytest.mark.parametrize("seed", range(8))
+def test_c_alloc_zspages_leaves_what_python_leaves(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random allocations (across segment ends, growing the slot space,
+    mapping segments) and frees (unmapping segments, keeping a spare): the C
+    `_alloc_zspages` returns the same runs and leaves the same state as the
+    Python steps, and its zspages are resident."""
+    rng = random.Random(seed)
+    fast, slow = ZsPool(), ZsPool()
+    c_alloc = zsmalloc._zs_alloc_zspages
+    live: list[tuple[int, int]] = []  # (position in _classes, slot)
+    classes = range(len(fast._classes))
+    try:
+        for _ in range(150):
+            if live and rng.random() < 0.4:
+                for _ in range(rng.randint(1, 30)):
+                    if not live:
+                        break
+                    ci, s = live.pop(rng.randrange(len(live)))
+                    fast._free_zspage(fast._classes[ci], s)
+                    slow._free_zspage(slow._classes[ci], s)
+            else:
+                ci = rng.choice(classes)
+                n = rng.choice([1, 2, 3, rng.randint(1, 300)])
+                got = fast._alloc_zspages(fast._classes[ci], n)
+                monkeypatch.setattr(zsmalloc, "_zs_alloc_zspages", None)
+                want = slow._alloc_zspages(slow._classes[ci], n)
+                monkeypatch.setattr(zsmalloc, "_zs_alloc_zspages", c_alloc)
+                assert got == want
+                c = fast._classes[ci]
+                for z0, nz in got:
+                    live += [(ci, z) for z in range(z0, z0 + nz)]
+                    mm = c.segs[z0 >> c.shift]
+                    assert mm is not None
+                    base = (z0 & c.smask) * c.zbytes
+                    assert _resident(mm, base, nz * c.zbytes) == nz * c.ppz
+            assert _alloc_state(fast) == _alloc_state(slow)
+        assert fast.total_pages() == slow.total_pages() > 0
+    finally:
+        fast.close()
+        slow.close()
+
+
+def _resident(mm: Any, offset: int, length: int) -> int:
+    """Pages of ``mm[offset:offset+length]`` in RAM (``mincore``)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    anchor = ctypes.c_char.from_buffer(mm)
+    addr = ctypes.addressof(anchor) + offset
+    del anchor
+    vec = (ctypes.c_ubyte * (length // PAGE_SIZE))()
+    assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(length), vec) == 0
+    return sum(b & 1 for b in vec)
+
+
+@pytest.mark.parametrize("accel", [True, False])
+def test_failing_populate_gives_back_and_changes_nothing(
+    accel: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A populate that fails part-way (here EFAULT: the next segment is a
+    file mapping past the end of its file) gives back the run it had made
+    resident, returns every slot to the heap and raises ENOMEM, in C as in
+    Python."""
+    import mmap
+
+    if not accel:
+        monkeypatch.setattr(zsmalloc, "_zs_alloc_zspages", None)
+    elif zsmalloc._zs_alloc_zspages is None:
+        pytest.skip("zramfs._zpages not built")
+    p = ZsPool()
+    c = next(c for c in p._classes if c.ppz == 4 and not c.huge)
+    per = 1 << c.shift
+    try:
+        runs = p._alloc_zspages(c, per - 1)  # segment 0 but its last zspage
+        assert runs == [(0, per - 1)]
+
+        def past_eof(c2: Any, si: int) -> mmap.mmap:
+            with open(tmp_path / f"seg{si}", "w+b") as f:
+                f.truncate(c2.seg_bytes)
+                mm = mmap.mmap(f.fileno(), c2.seg_bytes)  # (keeps its own fd)
+                f.truncate(0)
+            c2.segs[si] = mm
+            mv = memoryview(mm)
+            p._set_views(c2, si, mv, mv.cast("Q"))
+            return mm
+
+        monkeypatch.setattr(p, "_map_segment", past_eof)
+        p._grow(c)  # segment 1's slots exist, its mapping does not yet
+        before = _alloc_state(p)
+        seg0 = c.segs[0]
+        assert seg0 is not None
+        with pytest.raises(ZramError) as e:
+            p._alloc_zspages(c, 3)  # runs (per - 1, 1) in segment 0, (per, 2) in 1
+        assert e.value.errno == errno.ENOMEM
+        assert zsmalloc._populate_write
+        after = _alloc_state(p)
+        ci = p._classes.index(c)
+        # Segment 1 got mapped (as the Python steps leave it); nothing else moved.
+        assert [m is None for m in c.segs] == [False, False]
+        assert after[:ci + 2] == before[:ci + 2] and after[ci + 3:] == before[ci + 3:]
+        b, a = before[ci + 2], after[ci + 2]
+        assert isinstance(a, tuple) and isinstance(b, tuple)
+        assert sorted(a[1]) == sorted(b[1]) and a[2:3] == b[2:3] and a[4:] == b[4:]
+        assert _resident(seg0, (per - 1) * c.zbytes, c.zbytes) == 0
+        assert _resident(seg0, 0, (per - 1) * c.zbytes) == (per - 1) * c.ppz
+    finally:
+        p.close()

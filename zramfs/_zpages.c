@@ -43,6 +43,8 @@
 #include <unistd.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <lz4.h>
@@ -1684,6 +1686,8 @@ static PyObject *s_huge, *s_whdr, *s_zwords, *s_ppz, *s_howner, *s_seg_info, *s_
     *s_actime, *s_compress, *s_pages_stored, *s_compr_data_size, *s_huge_pages,
     *s_huge_pages_since, *s_max_used_pages, *s_write_ticks, *s_write_ios, *s_write_sectors, *s_bad_malloc;
 static PyObject *s_smask, *s_alloc_zspages, *s_classes, *s_ord_table;
+static PyObject *s_free_slots, *s_segs, *s_seg_live, *s_spare, *s_nzspages, *s_allocated,
+    *s_zbytes, *s_grow, *s_map_segment;
 static PyObject *s_inuse, *s_freeobj, *s_shift, *s_bvs, *s_hbase, *s_hdr, *s_wsize, *s_objs,
     *s_fg, *s_groups, *s_mask, *s_used, *s_popitem;
 
@@ -1718,6 +1722,10 @@ intern_names(void)
         /* zs_store_batch */
         {&s_smask, "smask"}, {&s_alloc_zspages, "_alloc_zspages"}, {&s_classes, "_classes"},
         {&s_ord_table, "_ord_table"},
+        /* zs_alloc_zspages */
+        {&s_free_slots, "free_slots"}, {&s_segs, "segs"}, {&s_seg_live, "seg_live"},
+        {&s_spare, "spare"}, {&s_nzspages, "nzspages"}, {&s_allocated, "allocated"},
+        {&s_zbytes, "zbytes"}, {&s_grow, "_grow"}, {&s_map_segment, "_map_segment"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL) {
@@ -2194,6 +2202,275 @@ free_empty_zspages(PyObject *pool, PyObject *cls, PyObject *slots)
     }
     PyErr_Clear();
     PyErr_Restore(et, ev, tb);
+}
+
+/* ---- zs_alloc_zspages: ZsPool._alloc_zspages's common case ---------------- */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+
+static PyObject *heap_pop, *heap_push; /* _heapq.heappop / heappush */
+
+static int
+load_heapq(void)
+{
+    if (heap_pop != NULL)
+        return 0;
+    PyObject *m = PyImport_ImportModule("_heapq");
+    if (m == NULL)
+        return -1;
+    heap_push = PyObject_GetAttrString(m, "heappush");
+    heap_pop = heap_push != NULL ? PyObject_GetAttrString(m, "heappop") : NULL;
+    Py_DECREF(m);
+    if (heap_pop == NULL) {
+        Py_CLEAR(heap_push);
+        return -1;
+    }
+    return 0;
+}
+
+/* zsmalloc._dontneed: MADV_DONTNEED, under mlockall unlock / drop / lock on
+ * fault.  Best effort (it only undoes a populate). */
+static void
+dontneed(char *addr, size_t len)
+{
+    if (madvise(addr, len, MADV_DONTNEED) == 0 || errno != EINVAL)
+        return;
+    if (munlock(addr, len) == 0 && madvise(addr, len, MADV_DONTNEED) == 0)
+        (void)mlock2(addr, len, MLOCK_ONFAULT);
+}
+
+/* Set the int attribute `name` of `o` to v. */
+static int
+attr_set_ssize(PyObject *o, PyObject *name, Py_ssize_t v)
+{
+    PyObject *x = PyLong_FromSsize_t(v);
+    if (x == NULL)
+        return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* The address of byte `off` of segment si's mapping (cls.bvs[si]), checking
+ * that `len` bytes from there are inside it. */
+static char *
+segment_at(PyObject *bvs, Py_ssize_t si, Py_ssize_t off, Py_ssize_t len)
+{
+    Py_buffer b;
+    if (si < 0 || si >= PyList_GET_SIZE(bvs)) {
+        PyErr_Format(PyExc_IndexError, "zs_alloc_zspages: segment %zd out of range", si);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(PyList_GET_ITEM(bvs, si), &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    char *p = (char *)b.buf + off;
+    int ok = off >= 0 && len <= b.len - off;
+    PyBuffer_Release(&b); /* the mapping stays: cls.segs[si] holds it */
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "zs_alloc_zspages: zspage run outside segment %zd", si);
+        return NULL;
+    }
+    return p;
+}
+
+PyDoc_STRVAR(zs_alloc_zspages_doc,
+"zs_alloc_zspages(pool, cls, n) -> runs | errno\n"
+"\n"
+"ZsPool._alloc_zspages in C, for kernels with MADV_POPULATE_WRITE: the n\n"
+"lowest free zspage slots of class cls (heap cls.free_slots; pool._grow\n"
+"when it runs empty, pool._map_segment for a segment not mapped yet), made\n"
+"resident with one madvise per run of neighbouring slots in one segment,\n"
+"then the same bookkeeping (seg_live, spare, freeobj, nzspages, allocated,\n"
+"pool._pages, pool.peak_pages).  Returns the runs [(first slot, count)]\n"
+"in slot order.  If a madvise fails, the runs already resident are given\n"
+"back, the slots return to the heap, nothing else has changed, and the\n"
+"madvise's errno (an int) is returned for the caller to act on.");
+
+static PyObject *
+zs_alloc_zspages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *pool, *cls, *heap = NULL, *segs = NULL, *bvs = NULL, *seg_live = NULL,
+             *freeobj = NULL, *runs = NULL, *result = NULL;
+    Py_ssize_t n, shift, smask, zbytes, zwords, objs, ppz, spare, popped = 0, nruns = 0, done = 0;
+    Py_ssize_t *zs = NULL, *r0 = NULL, *rn = NULL;
+    int err = 0;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "zs_alloc_zspages(pool, cls, n)");
+        return NULL;
+    }
+    pool = args[0];
+    cls = args[1];
+    n = PyLong_AsSsize_t(args[2]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "zs_alloc_zspages: n must be >= 1");
+        return NULL;
+    }
+    if (load_heapq() < 0 || attr_ssize(cls, s_shift, &shift) < 0
+        || attr_ssize(cls, s_smask, &smask) < 0 || attr_ssize(cls, s_zbytes, &zbytes) < 0
+        || attr_ssize(cls, s_zwords, &zwords) < 0 || attr_ssize(cls, s_objs, &objs) < 0
+        || attr_ssize(cls, s_ppz, &ppz) < 0)
+        return NULL;
+    zs = PyMem_New(Py_ssize_t, (size_t)n * 3);
+    if (zs == NULL)
+        return PyErr_NoMemory();
+    r0 = zs + n;
+    rn = r0 + n;
+    if ((heap = attr_list(cls, s_free_slots)) == NULL)
+        goto out;
+    /* The n lowest free slots, growing the slot space as _alloc_zspages does. */
+    while (popped < n) {
+        if (PyList_GET_SIZE(heap) == 0) {
+            PyObject *r = PyObject_CallMethodObjArgs(pool, s_grow, cls, NULL);
+            if (r == NULL)
+                goto out;
+            Py_DECREF(r);
+            Py_SETREF(heap, attr_list(cls, s_free_slots));
+            if (heap == NULL)
+                goto out;
+            if (PyList_GET_SIZE(heap) == 0) {
+                PyErr_SetString(PyExc_RuntimeError, "zs_alloc_zspages: _grow added no slot");
+                goto out;
+            }
+        }
+        PyObject *zo = PyObject_CallOneArg(heap_pop, heap);
+        if (zo == NULL)
+            goto out;
+        Py_ssize_t z = PyLong_AsSsize_t(zo);
+        if (z < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "zs_alloc_zspages: bad slot %zd", z);
+            PyObject *r = PyObject_CallFunctionObjArgs(heap_push, heap, zo, NULL);
+            Py_XDECREF(r);
+            Py_DECREF(zo);
+            goto out;
+        }
+        Py_DECREF(zo);
+        zs[popped++] = z;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (nruns && zs[i] == r0[nruns - 1] + rn[nruns - 1]
+            && zs[i] >> shift == r0[nruns - 1] >> shift) {
+            rn[nruns - 1]++;
+        } else {
+            r0[nruns] = zs[i];
+            rn[nruns++] = 1;
+        }
+    }
+    if ((runs = PyList_New(nruns)) == NULL)
+        goto out;
+    for (Py_ssize_t r = 0; r < nruns; r++) {
+        PyObject *t = Py_BuildValue("(nn)", r0[r], rn[r]);
+        if (t == NULL)
+            goto out;
+        PyList_SET_ITEM(runs, r, t);
+    }
+    if ((segs = attr_list(cls, s_segs)) == NULL || (bvs = attr_list(cls, s_bvs)) == NULL
+        || (seg_live = attr_list(cls, s_seg_live)) == NULL
+        || (freeobj = attr_list(cls, s_freeobj)) == NULL)
+        goto out;
+    /* Resident, run by run (the only step that can fail for want of memory). */
+    for (; done < nruns; done++) {
+        Py_ssize_t si = r0[done] >> shift;
+        if (si < 0 || si >= PyList_GET_SIZE(segs)) {
+            PyErr_Format(PyExc_IndexError, "zs_alloc_zspages: segment %zd out of range", si);
+            goto undo;
+        }
+        if (PyList_GET_ITEM(segs, si) == Py_None) {
+            PyObject *sio = PyLong_FromSsize_t(si), *r = NULL;
+            if (sio != NULL)
+                r = PyObject_CallMethodObjArgs(pool, s_map_segment, cls, sio, NULL);
+            Py_XDECREF(sio);
+            if (r == NULL)
+                goto undo;
+            Py_DECREF(r);
+        }
+        char *p = segment_at(bvs, si, (r0[done] & smask) * zbytes, rn[done] * zbytes);
+        if (p == NULL)
+            goto undo;
+        if (madvise(p, (size_t)(rn[done] * zbytes), MADV_POPULATE_WRITE) != 0) {
+            err = errno;
+            goto undo;
+        }
+    }
+    /* The bookkeeping of _alloc_zspages (cannot fail short of MemoryError;
+     * the slots are taken from here on). */
+    popped = 0;
+    if (attr_ssize(cls, s_spare, &spare) < 0)
+        goto out;
+    for (Py_ssize_t r = 0; r < nruns; r++) {
+        Py_ssize_t si = r0[r] >> shift, live, w0 = (r0[r] & smask) * zwords;
+        if (list_ssize(seg_live, si, &live) < 0 || list_set_ssize(seg_live, si, live + rn[r]) < 0)
+            goto out;
+        if (spare == si) {
+            spare = -1;
+            if (attr_set_ssize(cls, s_spare, -1) < 0)
+                goto out;
+        }
+        /* init_zspage(): freeobj = object 0, chain 0 -> 1 -> 2 ... */
+        for (Py_ssize_t j = 0; j < rn[r]; j++) {
+            Py_ssize_t z = r0[r] + j, old;
+            if (list_ssize(freeobj, z, &old) < 0 || list_set_ssize(freeobj, z, w0 + j * zwords) < 0)
+                goto out;
+        }
+    }
+    Py_ssize_t nz, alloc, pages, peak;
+    if (attr_ssize(cls, s_nzspages, &nz) < 0 || attr_set_ssize(cls, s_nzspages, nz + n) < 0
+        || attr_ssize(cls, s_allocated, &alloc) < 0
+        || attr_set_ssize(cls, s_allocated, alloc + n * objs) < 0
+        || attr_ssize(pool, s_pages, &pages) < 0
+        || attr_set_ssize(pool, s_pages, pages + n * ppz) < 0
+        || attr_ssize(pool, s_peak_pages, &peak) < 0
+        || (pages + n * ppz > peak && attr_set_ssize(pool, s_peak_pages, pages + n * ppz) < 0))
+        goto out;
+    result = runs;
+    runs = NULL;
+    goto out;
+undo:
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t r = 0; r < done; r++) {
+            Py_ssize_t si = r0[r] >> shift;
+            char *p = segment_at(bvs, si, (r0[r] & smask) * zbytes, rn[r] * zbytes);
+            if (p != NULL)
+                dontneed(p, (size_t)(rn[r] * zbytes));
+            PyErr_Clear();
+        }
+        PyErr_Restore(et, ev, tb);
+    }
+    if (err)
+        result = PyLong_FromLong(err); /* (no exception is set: madvise failed) */
+out:
+    if (popped && heap != NULL) {
+        /* Failed: the slots go back, keeping any pending exception. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t i = 0; i < popped; i++) {
+            PyObject *zo = PyLong_FromSsize_t(zs[i]), *r = NULL;
+            if (zo != NULL)
+                r = PyObject_CallFunctionObjArgs(heap_push, heap, zo, NULL);
+            Py_XDECREF(zo);
+            Py_XDECREF(r);
+            PyErr_Clear();
+        }
+        PyErr_Restore(et, ev, tb);
+    }
+    PyMem_Free(zs);
+    Py_XDECREF(heap);
+    Py_XDECREF(segs);
+    Py_XDECREF(bvs);
+    Py_XDECREF(seg_live);
+    Py_XDECREF(freeobj);
+    Py_XDECREF(runs);
+    return result;
 }
 
 /* ZsPool._store_huge for the m objects of `order`: a new zspage each. */
@@ -3562,6 +3839,8 @@ static PyMethodDef zpages_methods[] = {
     {"zs_fill", (PyCFunction)(void (*)(void))zs_fill, METH_FASTCALL, zs_fill_doc},
     {"zs_store_batch", (PyCFunction)(void (*)(void))zs_store_batch, METH_FASTCALL,
      zs_store_batch_doc},
+    {"zs_alloc_zspages", (PyCFunction)(void (*)(void))zs_alloc_zspages, METH_FASTCALL,
+     zs_alloc_zspages_doc},
     {"lz4_decompress_page", (PyCFunction)(void (*)(void))lz4_decompress_page, METH_FASTCALL,
      lz4_decompress_page_doc},
     {"lz4_compress_page", (PyCFunction)(void (*)(void))lz4_compress_page, METH_FASTCALL,
