@@ -4,7 +4,8 @@
 and answers from what they return, or hands the request to the async ``read``
 / ``write`` (see tests/nowait_fs.py for the branches).  zramfs' 4 KiB path
 depends on them being installed: without the patch the mount still works, only
-slower, so a lost patch would otherwise go unnoticed.
+slower, so a lost patch would otherwise go unnoticed.  ``write_views``:
+writes come as read-only views of pyfuse3's receive buffer (tests/views_fs.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def test_installed_pyfuse3_has_the_patches() -> None:
     assert pyfuse3.Operations.read_nowait is None  # the default: no fast path
     assert pyfuse3.Operations.write_nowait is None
     assert pyfuse3.NOWAIT_BURST > 1
+    assert pyfuse3.Operations.write_views is False  # the default: bytes, as stock
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +165,28 @@ def test_without_bursts_every_request_passes_a_checkpoint() -> None:
     requests (what makes the test above able to fail)."""
     with bare_mounted(16 * PAGE, 20.0, "tests.nowait_fs", "--burst", "1") as m:
         assert _hammer(m, 1000) == 1
+
+
+# ------------------------------------------------------------ write views
+
+
+def test_write_views_hand_over_what_is_kept() -> None:
+    """``write_views``: both handlers get a read-only memoryview of the
+    request; the view itself is released when its handler returns, and a
+    slice kept past that still holds its request's bytes while later
+    requests (read into the same worker buffers otherwise) come and go."""
+    with bare_mounted(64 * PAGE, 20.0, "tests.views_fs") as m:
+        assert pwrite(m, 20 * PAGE, b"t" * PAGE) == PAGE  # `write` keeps a slice
+        assert pwrite(m, 21 * PAGE, b"v" * PAGE) == PAGE  # `write` keeps the view
+        assert pwrite(m, 23 * PAGE, b"n" * PAGE) == PAGE  # `write_nowait` keeps a slice
+        junk = os.urandom(16 * PAGE)
+        for _ in range(20):  # the receive buffers are reused (or replaced)
+            assert pwrite(m, 32 * PAGE, junk) == len(junk)
+            assert pwrite(m, 0, junk[:PAGE]) == PAGE
+        report = pread(m, 22 * PAGE, PAGE).rstrip().decode()
+        assert report == (
+            "memoryview-ro,nowait:memoryview-ro slice20=ok slice23=ok view21=released"
+        )
+        assert pread(m, 32 * PAGE, len(junk)) == junk  # and everything was stored
+        assert pread(m, 20 * PAGE, PAGE) == b"t" * PAGE
+        assert pread(m, 23 * PAGE, PAGE) == b"n" * PAGE

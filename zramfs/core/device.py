@@ -66,6 +66,11 @@ from .slots import (
 from .stats import BlockStat, ZramStats
 from .zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT, ZsPool, huge_class_size_for
 
+#: A write's data: ``bytes``, or pyfuse3's read-only view of the request
+#: (``Operations.write_views``), valid only during the write call.  The
+#: device keeps neither past the call: what it stores it copies.
+WriteData = bytes | memoryview
+
 ZRAM_MAX_COMPS = 4
 ZRAM_PRIMARY_COMP = 0
 ZRAM_SECONDARY_COMP = 1
@@ -337,14 +342,14 @@ def page_decompressor(comp: Codec | None) -> Callable[[Buffer], bytes]:
     return fast if fast is not None else partial(comp.decompress, dst_len=PAGE_SIZE)
 
 
-def _words_same(page: bytes) -> int | None:
+def _words_same(page: WriteData) -> int | None:
     """``page_same_filled()``: the repeated 8-byte word, or None.
 
     Checks first against last word before the full compare, as the kernel does,
     so ordinary data is rejected in a fraction of a microsecond.
     """
     w = page[:8]
-    if w != page[-8:] or w * PAGE_WORDS != page:
+    if w != page[-8:] or bytes(w) * PAGE_WORDS != page:
         return None
     return int.from_bytes(w, "little")
 
@@ -365,7 +370,7 @@ def _same_pages(data: Buffer, pos: int, count: int) -> list[int]:
 
 
 def compress_run(
-    compress: Callable[[Buffer], bytes], data: bytes, pos: int, count: int
+    compress: Callable[[Buffer], bytes], data: WriteData, pos: int, count: int
 ) -> tuple[list[int], list[bytes]]:
     """Same-fill check and compression of ``count`` pages of ``data`` from ``pos``.
 
@@ -840,7 +845,7 @@ class ZramDevice:
     async def _read_backing(self, idx: int) -> bytes:
         return await postprocess.read_backing(self, idx)
 
-    async def write(self, offset: int, data: bytes) -> int:
+    async def write(self, offset: int, data: WriteData) -> int:
         """Write ``data`` at ``offset``; returns bytes written (short at the end).
 
         Raises ENOSPC at or past the end, EIO when a page cannot be stored
@@ -878,7 +883,7 @@ class ZramDevice:
         finally:
             dl.release_read()
 
-    def write_nowait(self, offset: int, data: bytes) -> int | None:
+    def write_nowait(self, offset: int, data: WriteData) -> int | None:
         """`write` of one aligned whole page when that needs no ``await``.
 
         Returns ``len(data)`` with the page stored (`_store_run`, inline
@@ -932,7 +937,9 @@ class ZramDevice:
             raise exc
         raise err from None
 
-    async def _write_range(self, table: SlotTable, pool: ZsPool, offset: int, data: bytes) -> None:
+    async def _write_range(
+        self, table: SlotTable, pool: ZsPool, offset: int, data: WriteData
+    ) -> None:
         n = len(data)
         pos = 0
         head = offset & (PAGE_SIZE - 1)
@@ -949,7 +956,7 @@ class ZramDevice:
             await self._write_partial(table, pool, (offset + pos) >> PAGE_SHIFT, 0, data[pos:])
 
     async def _write_partial(
-        self, table: SlotTable, pool: ZsPool, idx: int, off: int, piece: bytes
+        self, table: SlotTable, pool: ZsPool, idx: int, off: int, piece: WriteData
     ) -> None:
         """Read-modify-write of part of one page, under the slot's write lock."""
         locks = table.locks
@@ -962,7 +969,7 @@ class ZramDevice:
             locks.unlock(idx)
 
     async def _write_full(
-        self, table: SlotTable, pool: ZsPool, first: int, data: bytes, pos: int, count: int
+        self, table: SlotTable, pool: ZsPool, first: int, data: WriteData, pos: int, count: int
     ) -> None:
         """Store ``count`` whole pages; compression inline or on worker threads.
 
@@ -1033,7 +1040,7 @@ class ZramDevice:
         pool: ZsPool,
         comp: Codec,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
     ) -> None:
@@ -1081,7 +1088,7 @@ class ZramDevice:
         pool: ZsPool,
         comp: Codec,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
     ) -> int:
@@ -1121,7 +1128,7 @@ class ZramDevice:
         pool: ZsPool,
         comp: Codec,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
     ) -> int:
@@ -1150,7 +1157,7 @@ class ZramDevice:
         comp: Codec,
         begin: Callable[[Buffer, int, int], PendingPages],
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
     ) -> int:
@@ -1219,7 +1226,7 @@ class ZramDevice:
         table: SlotTable,
         pool: ZsPool,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
         same: list[int],
@@ -1302,7 +1309,7 @@ class ZramDevice:
         table: SlotTable,
         pool: ZsPool,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         out: Buffer,
         sizes: Buffer,
@@ -1332,7 +1339,7 @@ class ZramDevice:
         table: SlotTable,
         pool: ZsPool,
         first: int,
-        data: bytes,
+        data: WriteData,
         pos: int,
         k: int,
         count: int,
@@ -1382,7 +1389,8 @@ class ZramDevice:
                     break
                 q = p + PAGE_SIZE
                 # page_same_filled(): first word against last, then in full.
-                if data[p : p + 8] == data[q - 8 : q] and data[p : p + 8] * PAGE_WORDS == data[p:q]:
+                w = data[p : p + 8]
+                if w == data[q - 8 : q] and bytes(w) * PAGE_WORDS == data[p:q]:
                     self._store(table, pool, idx, data[p:q], None)  # same-filled: rare
                     idx += 1
                     p = q
@@ -1434,7 +1442,7 @@ class ZramDevice:
         self._comp_cost_ns += (per - self._comp_cost_ns) >> _EWMA_SHIFT
 
     def _compress_batch(
-        self, comp: Codec, data: bytes, pos: int, count: int
+        self, comp: Codec, data: WriteData, pos: int, count: int
     ) -> tuple[list[int], Sequence[Buffer]]:
         """`compress_run` of a batch on the trio thread: a batch codec through
         `_batch_frames`, any other codec page by page."""
@@ -1443,7 +1451,7 @@ class ZramDevice:
         same = _same_pages(data, pos, count)
         return same, _without(self._batch_frames(comp, data, pos, count), same)
 
-    def _batch_frames(self, comp: Codec, data: bytes, pos: int, count: int) -> Sequence[Buffer]:
+    def _batch_frames(self, comp: Codec, data: WriteData, pos: int, count: int) -> Sequence[Buffer]:
         """A batch codec's ``compress_pages`` of every page of a batch (`_batch_call`)."""
         return self._batch_call(comp, comp.compress_pages, data, pos, count)  # type: ignore[attr-defined]
 
@@ -1451,7 +1459,7 @@ class ZramDevice:
         self,
         comp: Codec,
         pages: Callable[[Buffer, int, int, int], _T],
-        data: bytes,
+        data: WriteData,
         pos: int,
         count: int,
     ) -> _T:
@@ -1471,14 +1479,14 @@ class ZramDevice:
 
     @staticmethod
     def _compress_pages(
-        comp: Codec, data: bytes, pos: int, count: int, threads: int
+        comp: Codec, data: WriteData, pos: int, count: int, threads: int
     ) -> tuple[list[int], Sequence[Buffer]]:
         """`compress_run` through a batch codec's ``compress_pages``."""
         same = _same_pages(data, pos, count)
         return same, _without(comp.compress_pages(data, pos, count, threads), same)  # type: ignore[attr-defined]
 
     async def _compress_offloaded(
-        self, comp: Codec, data: bytes, pos: int, count: int
+        self, comp: Codec, data: WriteData, pos: int, count: int
     ) -> tuple[list[int], Sequence[Buffer]]:
         """`compress_run` of the batch, in two halves on worker threads (a
         batch codec: one worker thread, the codec's two threads under it)."""
@@ -1502,7 +1510,7 @@ class ZramDevice:
         return parts[0][0] + [half + k for k in parts[1][0]], parts[0][1] + parts[1][1]
 
     def _store(
-        self, table: SlotTable, pool: ZsPool, idx: int, page: bytes, compressed: Buffer | None
+        self, table: SlotTable, pool: ZsPool, idx: int, page: WriteData, compressed: Buffer | None
     ) -> None:
         """``zram_write_page`` for a slot the caller holds exclusively.
 

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ..core.device import ZramDevice, read_fast_path, write_fast_path
+from ..core.device import WriteData, ZramDevice, read_fast_path, write_fast_path
 from ..core.registry import ZramRegistry
 from ..errors import ZramError
 from .tree import Kind, Node, Tree
@@ -84,6 +84,11 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
+    # Our pyfuse3 patch: `write` / `write_nowait` get a read-only memoryview
+    # of the request instead of a bytes copy (one copy of every written byte
+    # less: ~4 % of the trio thread's time writing 1 MiB requests).  The
+    # device keeps no reference past the call; control files take a copy.
+    write_views = True
 
     def __init__(self, registry: ZramRegistry) -> None:
         super().__init__()
@@ -326,12 +331,13 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         assert node.attr is not None and node.attr.show is not None and h.dev is not None
         return node.attr.show(h.dev)
 
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
+    async def write(self, fh: int, off: int, buf: WriteData) -> int:
         try:
             h = self.handles.get(fh)
             dev = None if h is None else h.image
             if dev is not None and self._devices.get(dev.id) is dev:
                 return await dev.write(off, buf)
+            buf = bytes(buf)  # (a control file: what it stores may keep it)
             h = self._handle(fh)  # EBADF; ENODEV, also for a removed device's image
             dev = h.dev
             kind = h.node.kind
@@ -370,7 +376,7 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         except Exception as e:
             raise _failed("read", e) from None
 
-    def write_nowait(self, fh: int, off: int, buf: bytes) -> int | None:
+    def write_nowait(self, fh: int, off: int, buf: WriteData) -> int | None:
         """pyfuse3's synchronous `write` (our patch adds ``Operations.write_nowait``).
 
         A live device's image: `ZramDevice.write_nowait` (one page stored
