@@ -2963,10 +2963,11 @@ static PyObject *
 read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyObject **dl_out,
                   Py_ssize_t *bytes_out)
 {
-    /* cfg: (handles, devices, layout, max_pages, lock_busy, reader_mask, actime_shift) */
+    /* cfg: (handles, devices, layout, split_min, lock_busy, reader_mask, actime_shift,
+     *       fallback, split_pays, split_learn) */
     PyObject *handles = PyTuple_GET_ITEM(cfg, 0), *devices = PyTuple_GET_ITEM(cfg, 1);
     PyObject *layout = PyTuple_GET_ITEM(cfg, 2);
-    Py_ssize_t max_pages = PyLong_AsSsize_t(PyTuple_GET_ITEM(cfg, 3));
+    Py_ssize_t split_min = PyLong_AsSsize_t(PyTuple_GET_ITEM(cfg, 3));
     unsigned long long busy = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 4));
     unsigned long long rmask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(cfg, 5));
     long shift = PyLong_AsLong(PyTuple_GET_ITEM(cfg, 6));
@@ -2974,15 +2975,15 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
     PyObject *dev, *table;
     PyObject *comps = NULL, *comp = NULL, *fn = NULL, *clock = NULL;
     PyObject *t = NULL, *views = NULL, *attr = NULL, *handle = NULL, *out = NULL;
-    PyObject *first_o = NULL, *stop_o = NULL, *now_o = NULL, *one = NULL;
+    PyObject *first_o = NULL, *stop_o = NULL, *now_o = NULL, *threads_o = NULL, *st = NULL;
     Py_ssize_t off, size, disksize;
+    long threads = 1;
 
     if (PyErr_Occurred())
         goto fail;
     off = PyLong_AsSsize_t(args[1]);
     size = PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred() || off < 0 || size <= 0 || off % PAGE || size % PAGE
-        || size / PAGE > max_pages)
+    if (PyErr_Occurred() || off < 0 || size <= 0 || off % PAGE || size % PAGE)
         goto fail;
     if (image_dev(handles, devices, args[0], busy, rmask, &d) < 0)
         goto fail;
@@ -3015,13 +3016,34 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
     handle = get(table, s_handle);
     first_o = PyLong_FromSsize_t(off / PAGE);
     stop_o = PyLong_FromSsize_t((off + size) / PAGE);
-    one = PyLong_FromLong(1);
+    if (split_min > 0 && size / PAGE >= split_min) {
+        /* ZramDevice._load_joined's _split_call("r", ...): the learned
+         * decision, and the time taken fed back (only when served). */
+        st = PyObject_CallOneArg(PyTuple_GET_ITEM(cfg, 8), comp);
+        if (st == NULL || !PyList_Check(st) || PyList_GET_SIZE(st) < 4)
+            goto fail;
+        threads = 1 + PyLong_AsLong(PyList_GET_ITEM(st, 3));
+        if (PyErr_Occurred())
+            goto fail;
+    }
+    threads_o = PyLong_FromLong(threads);
     if (now_o == NULL || views == NULL || attr == NULL || handle == NULL || first_o == NULL
-        || stop_o == NULL || one == NULL)
+        || stop_o == NULL || threads_o == NULL)
         goto fail;
     {
-        PyObject *call[8] = {views, attr, handle, first_o, stop_o, layout, now_o, one};
+        PyObject *call[8] = {views, attr, handle, first_o, stop_o, layout, now_o, threads_o};
+        long long t_call = mono_ns();
         out = lz4_read_slots(NULL, call, 8);
+        if (out != NULL && out != Py_None && st != NULL) {
+            PyObject *el = PyLong_FromLongLong(mono_ns() - t_call);
+            PyObject *np = PyLong_FromSsize_t(size / PAGE);
+            PyObject *r = NULL;
+            if (el != NULL && np != NULL)
+                r = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(cfg, 9), st, el, np, NULL);
+            Py_XDECREF(el);
+            Py_XDECREF(np);
+            Py_XDECREF(r); /* (a failure to learn is dropped: the read is served) */
+        }
     }
     if (out == Py_None)
         Py_CLEAR(out);
@@ -3044,7 +3066,8 @@ fail:
     Py_XDECREF(first_o);
     Py_XDECREF(stop_o);
     Py_XDECREF(now_o);
-    Py_XDECREF(one);
+    Py_XDECREF(threads_o);
+    Py_XDECREF(st);
     return out;
 }
 
@@ -3055,10 +3078,12 @@ PyDoc_STRVAR(read_nowait_doc,
 "Returns bytes, or None.\n"
 "\n"
 "pyfuse3's Operations.read_nowait for zramfs (bound with functools.partial\n"
-"to cfg = (handles, devices, layout, max_pages, lock_busy, reader_mask,\n"
-"actime_shift, fallback)): the image file's read of whole pages, at most\n"
-"max_pages, when every slot holds a page in RAM and the primary codec is the\n"
-"accelerated lz4, done here and counted as ZramDevice.read counts it.\n"
+"to cfg = (handles, devices, layout, split_min, lock_busy, reader_mask,\n"
+"actime_shift, fallback, split_pays, split_learn)): the image file's read of\n"
+"whole pages when every slot holds a page in RAM and the primary codec is\n"
+"the accelerated lz4, done here and counted as ZramDevice.read counts it;\n"
+"from split_min pages on (0: never) over the threads split_pays(codec)\n"
+"decides, its time fed back to split_learn, as ZramDevice._load_joined does.\n"
 "Anything else, having changed nothing, is fallback(fh, off, size) (the\n"
 "Python read_nowait), or None when fallback is None (the caller then awaits\n"
 "the async read).  Raises only what fallback raises.  See the comment above\n"
@@ -3073,8 +3098,8 @@ read_nowait(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 
     if (!nargs_ok("read_nowait", nargs, 4))
         return NULL;
-    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
-        PyErr_SetString(PyExc_TypeError, "read_nowait: cfg must be a tuple of 8");
+    if (!PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 10) {
+        PyErr_SetString(PyExc_TypeError, "read_nowait: cfg must be a tuple of 10");
         return NULL;
     }
     long long t0 = mono_ns();

@@ -271,12 +271,15 @@ def read_fast_path(
 
     ``zramfs._zpages.read_nowait``, bound to the mount's handle table and
     device registry (both dicts changed in place, never replaced) and to this
-    module's slot-word layout: a read of whole pages of an image file, fewer
-    than a joined read would split over threads, whose slots all hold pages
-    in RAM, on a live initialized device with the accelerated lz4 and no
-    writer at its device lock, is served in pyfuse3's request handler with
-    no coroutine and no Python frame, with the effects `read` would have
-    (ac_time, block statistics, the device lock's grant count).  Every
+    module's slot-word layout: a read of whole pages of an image file whose
+    slots all hold pages in RAM, on a live initialized device with the
+    accelerated lz4 and no writer at its device lock, is served in pyfuse3's
+    request handler with no coroutine and no Python frame, with the effects
+    `read` would have (ac_time, block statistics, the device lock's grant
+    count).  A read long enough for `_load_joined` to split over two threads
+    (`JOIN_SPLIT_MIN_PAGES`, loop's 512 KiB reads) is split the same way:
+    the C asks `_split_pays` and feeds the time back to `_split_learn`, the
+    only Python it calls.  Every
     other request goes, with nothing done, to ``fallback`` (the mount's
     Python ``read_nowait``: one page, any codec), and what that passes on
     takes `ZramDevice.read`
@@ -289,10 +292,10 @@ def read_fast_path(
     """
     if _zp is None:
         return fallback
-    max_pages = JOIN_SPLIT_MIN_PAGES - 1 if PARALLEL else 1 << 40
+    split_min = JOIN_SPLIT_MIN_PAGES if PARALLEL else 0  # (0: never split)
     cfg = (
-        handles, devices, _LAYOUT, max_pages, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT,
-        fallback,
+        handles, devices, _LAYOUT, split_min, WRITER | WAITERS, READER_MASK, ACTIME_SHIFT,
+        fallback, partial(_split_pays, "r"), _split_learn,
     )  # fmt: skip
     return partial(_zp.read_nowait, cfg)
 
