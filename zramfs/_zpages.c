@@ -3032,7 +3032,7 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
         goto fail;
     {
         PyObject *call[8] = {views, attr, handle, first_o, stop_o, layout, now_o, threads_o};
-        long long t_call = mono_ns();
+        long long t_call = st != NULL ? mono_ns() : 0;
         out = lz4_read_slots(NULL, call, 8);
         if (out != NULL && out != Py_None && st != NULL) {
             PyObject *el = PyLong_FromLongLong(mono_ns() - t_call);
