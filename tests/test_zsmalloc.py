@@ -726,13 +726,26 @@ def test_store_many_rss_tracks_total_pages() -> None:
 # ----------------------------------------------------------- the C fill loop
 
 
+def _snapshot(value: object) -> object:
+    """A class field, copied for comparing: dicts (fullness groups) as lists
+    of their keys in order, a segment's mmap as "mapped"."""
+    if isinstance(value, dict):
+        return list(value)
+    if isinstance(value, list):
+        return [v if isinstance(v, int) else _snapshot(v) for v in value]
+    if value is None or isinstance(value, int):
+        return value
+    return "mapped"
+
+
+def _fields(p: ZsPool, names: str) -> list[tuple[object, ...]]:
+    """``names`` (space-separated `_Class` fields) of every class, copied."""
+    return [tuple(_snapshot(getattr(c, n)) for n in ["index", *names.split()]) for c in p._classes]
+
+
 def _class_state(p: ZsPool) -> list[tuple[object, ...]]:
     """Everything the fill loop touches, per class (fullness lists in order)."""
-    return [
-        (c.index, list(c.inuse), list(c.freeobj), [list(g) for g in c.groups], c.mask,
-         c.used, c.allocated, c.nzspages)
-        for c in p._classes
-    ]  # fmt: skip
+    return _fields(p, "inuse freeobj groups mask used allocated nzspages")
 
 
 @pytest.mark.skipif(zsmalloc._zs_fill is None, reason="zramfs._zpages not built")
@@ -1127,11 +1140,8 @@ def test_store_batch_argument_checks() -> None:
 def _alloc_state(p: ZsPool) -> list[object]:
     """What `_alloc_zspages` / `_free_zspage` touch: per class the heap (as
     laid out), segment liveness and mapping, spare, freeobj and counters."""
-    return [p._pages, p.peak_pages] + [
-        (c.index, list(c.free_slots), list(c.seg_live), [m is None for m in c.segs], c.spare,
-         list(c.freeobj), c.nzspages, c.allocated)
-        for c in p._classes
-    ]  # fmt: skip
+    fields = _fields(p, "free_slots seg_live segs spare freeobj nzspages allocated")
+    return [p._pages, p.peak_pages, *fields]
 
 
 @pytest.mark.skipif(zsmalloc._zs_alloc_zspages is None, reason="zramfs._zpages not built")
