@@ -2209,9 +2209,6 @@ free_empty_zspages(PyObject *pool, PyObject *cls, PyObject *slots)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 1
-#endif
 
 static PyObject *heap_pop, *heap_push; /* _heapq.heappop / heappush */
 
@@ -2231,17 +2228,6 @@ load_heapq(void)
         return -1;
     }
     return 0;
-}
-
-/* zsmalloc._dontneed: MADV_DONTNEED, under mlockall unlock / drop / lock on
- * fault.  Best effort (it only undoes a populate). */
-static void
-dontneed(char *addr, size_t len)
-{
-    if (madvise(addr, len, MADV_DONTNEED) == 0 || errno != EINVAL)
-        return;
-    if (munlock(addr, len) == 0 && madvise(addr, len, MADV_DONTNEED) == 0)
-        (void)mlock2(addr, len, MLOCK_ONFAULT);
 }
 
 /* Set the int attribute `name` of `o` to v. */
@@ -2279,7 +2265,7 @@ segment_at(PyObject *bvs, Py_ssize_t si, Py_ssize_t off, Py_ssize_t len)
 }
 
 PyDoc_STRVAR(zs_alloc_zspages_doc,
-"zs_alloc_zspages(pool, cls, n) -> runs | errno\n"
+"zs_alloc_zspages(pool, cls, n, dontneed) -> runs | errno\n"
 "\n"
 "ZsPool._alloc_zspages in C, for kernels with MADV_POPULATE_WRITE: the n\n"
 "lowest free zspage slots of class cls (heap cls.free_slots; pool._grow\n"
@@ -2288,7 +2274,8 @@ PyDoc_STRVAR(zs_alloc_zspages_doc,
 "then the same bookkeeping (seg_live, spare, freeobj, nzspages, allocated,\n"
 "pool._pages, pool.peak_pages).  Returns the runs [(first slot, count)]\n"
 "in slot order.  If a madvise fails, the runs already resident are given\n"
-"back, the slots return to the heap, nothing else has changed, and the\n"
+"back (dontneed(mmap, offset, length): zsmalloc._dontneed, which also\n"
+"handles mlockall), the slots return to the heap, nothing else has changed, and the\n"
 "madvise's errno (an int) is returned for the caller to act on.");
 
 static PyObject *
@@ -2300,8 +2287,8 @@ zs_alloc_zspages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t na
     Py_ssize_t *zs = NULL, *r0 = NULL, *rn = NULL;
     int err = 0;
 
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "zs_alloc_zspages(pool, cls, n)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "zs_alloc_zspages(pool, cls, n, dontneed)");
         return NULL;
     }
     pool = args[0];
@@ -2438,10 +2425,11 @@ undo:
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         for (Py_ssize_t r = 0; r < done; r++) {
-            Py_ssize_t si = r0[r] >> shift;
-            char *p = segment_at(bvs, si, (r0[r] & smask) * zbytes, rn[r] * zbytes);
-            if (p != NULL)
-                dontneed(p, (size_t)(rn[r] * zbytes));
+            /* (done runs had their segment mapped and checked above) */
+            PyObject *mm = PyList_GET_ITEM(segs, r0[r] >> shift);
+            PyObject *r_ = PyObject_CallFunction(args[3], "Onn", mm, (r0[r] & smask) * zbytes,
+                                                 rn[r] * zbytes);
+            Py_XDECREF(r_); /* best effort: it only undoes a populate */
             PyErr_Clear();
         }
         PyErr_Restore(et, ev, tb);

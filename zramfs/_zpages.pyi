@@ -129,7 +129,9 @@ def zs_store_batch(
     own state (`ZsPool.store_batch`): ``(compressed bytes, huge pages,
     same-filled pages)``."""
 
-def zs_alloc_zspages(pool: object, cls: object, n: int, /) -> list[tuple[int, int]] | int:
+def zs_alloc_zspages(
+    pool: object, cls: object, n: int, dontneed: object, /
+) -> list[tuple[int, int]] | int:
     """`ZsPool._alloc_zspages` with ``MADV_POPULATE_WRITE``: the runs
     ``(first slot, count)``, or the madvise's errno (nothing allocated)."""
 

@@ -1083,7 +1083,7 @@ class ZsPool:
         """
         global _populate_write
         if _zs_alloc_zspages is not None and _populate_write:
-            got = _zs_alloc_zspages(self, c, n)
+            got = _zs_alloc_zspages(self, c, n, _dontneed)
             if type(got) is list:
                 return got
             assert isinstance(got, int)
