@@ -389,7 +389,8 @@ async def test_write_nowait_leaves_everything_else_to_write() -> None:
     for off, buf in [
         (100, page),  # unaligned
         (0, page[:100]),  # part of a page
-        (0, page + page),  # more than one
+        (0, page + page[:100]),  # more than one, not whole pages
+        ((NPAGES - 1) * PAGE, page + page),  # runs past the end: write's short write
         (NPAGES * PAGE, page),  # past the end: write's ENOSPC
         (0, b""),
     ]:
@@ -401,10 +402,14 @@ async def test_write_nowait_leaves_everything_else_to_write() -> None:
     before = state(t)
     assert wn(t.fh, 5 * PAGE, page) is None  # write would queue for the slot
     assert state(t) == before  # not even the device lock's grant counted
+    before = state(t)
+    assert wn(t.fh, 2 * PAGE, page * 8) is None  # ... also in the middle of a batch
+    assert state(t) == before
     locks.unlock_shared(5)
     assert t.dev.dev_lock._locks.try_lock(0)
     before = state(t)
     assert wn(t.fh, 5 * PAGE, page) is None  # ... or for the device
+    assert wn(t.fh, 8 * PAGE, page * 8) is None
     assert state(t) == before
     t.dev.dev_lock._locks.unlock(0)
     mm_ino = next(ino for ino, n in t.ops.tree.nodes.items() if n.attr and n.attr.name == "reset")
@@ -426,6 +431,81 @@ async def test_write_nowait_failure_is_write_failure() -> None:
     assert io(t.dev)[1] == 1  # failed_writes, once
     assert table(t.dev).attr[NPAGES - 1] == before
     assert t.dev.bstat.in_flight == 0 and not t.dev.dev_lock.words[0]
+
+
+@pytest.mark.parametrize("alg", [b"lz4", b"zstd", b"deflate"])
+@pytest.mark.parametrize("way", ["all-at-once", "ahead", "mem_limit"])
+async def test_write_nowait_stores_whole_pages(
+    alg: bytes, way: str, forced_fresh_way: Callable[[ZramDevice, int], None]
+) -> None:
+    """Aligned writes of several whole pages (loop's 512 KiB requests), over
+    fresh and stored slots, are stored by ``write_nowait`` as the async
+    ``write`` stores them: each fresh batch the same way on both twins
+    (the learners' figures pinned before each request: they are shared and
+    timed), and with mem_limit failing some part-way, the same result (EIO)
+    and the same pages stored before it."""
+    a, b = await twin(alg), await twin(alg)
+    for t in (a, b):
+        await fill(t)
+        if way == "mem_limit":
+            await store(t.dev, "mem_limit", b"%d" % (mm(t.dev)[2] + 12 * PAGE))
+    comp = a.dev.comps[0]
+    assert comp is not None
+
+    def pin(t: Twin) -> None:
+        forced_fresh_way(t.dev, int(way == "ahead"))
+        dm._ahead_stats[(comp.name, comp.params.level)] = [10_000, dm.AHEAD_SHARE]
+
+    r = random.Random(13)
+    results: list[int | str | None] = []
+    for i in range(60):
+        n = r.choice([2, 8, 16, 40, 128, 200])
+        first = r.randrange(NPAGES - n + 1)
+        buf = b"".join(r.randbytes(PAGE) if k % 4 == 1 else page_of(i + k) for k in range(n))
+        a.now[0] = b.now[0] = 5000 + i
+        pin(a)
+        got: int | str | None
+        try:
+            got = a.ops.write_nowait(a.fh, first * PAGE, buf)
+        except pyfuse3.FUSEError as e:
+            got = errno.errorcode[e.errno]
+        assert got is not None, (i, n, first)  # nobody holds a slot: served
+        pin(b)
+        assert got == await as_write(b, first * PAGE, buf), (i, n, first)
+        assert wstate(a) == wstate(b), (i, n, first)
+        results.append(got)
+    assert ("EIO" in results) == (way == "mem_limit")
+    for idx in range(NPAGES):
+        assert await a.ops.read(a.fh, idx * PAGE, PAGE) == await b.ops.read(b.fh, idx * PAGE, PAGE)
+
+
+async def test_write_nowait_leaves_worker_thread_batches_to_write() -> None:
+    """A batch the offload learner sends to worker threads is declined, not
+    counted, and counted once by `write`, which takes it."""
+    t = await twin()
+    await fill(t)
+    comp = t.dev.comps[0]
+    assert comp is not None
+    key = (comp.name, comp.params.level)
+    saved = dm._offload_stats.get(key)
+    t.dev._comp_cost_ns = dm.OFFLOAD_MIN_NS  # every batch of 2+ pages is long
+    dm._offload_stats[key] = [1, 1]  # offloading measured cheaper
+    try:
+        buf = page_of(1) + page_of(2)
+        before = state(t)
+        assert t.ops.write_nowait(t.fh, 0, buf) is None
+        assert state(t) == before and dm._offload_stats[key][1] == 1
+        assert await t.ops.write(t.fh, 0, buf) == 2 * PAGE
+        assert dm._offload_stats[key][1] == 2
+        dm._offload_stats[key] = [1 << 40, 5]  # inline cheaper: served
+        assert t.ops.write_nowait(t.fh, 0, buf) == 2 * PAGE
+        assert dm._offload_stats[key][1] == 6
+    finally:
+        if saved is None:
+            dm._offload_stats.pop(key, None)
+        else:
+            dm._offload_stats[key] = saved
+    assert await t.ops.read(t.fh, 0, 2 * PAGE) == page_of(1) + page_of(2)
 
 
 async def test_write_nowait_then_write_is_write() -> None:
@@ -553,7 +633,8 @@ async def test_c_write_leaves_locks_and_odd_requests_to_python() -> None:
     await fill(t)
     wn, handed = c_write(t)
     page = page_of(3)
-    for off, buf in [(100, page), (0, page[:100]), (0, page + page), (NPAGES * PAGE, page)]:
+    odd = [(100, page), (0, page[:100]), (0, page + page[:1]), (NPAGES * PAGE, page)]
+    for off, buf in odd:
         before = wstate(t)
         assert wn(t.fh, off, buf) is None
         assert wstate(t) == before and handed[-1] == off

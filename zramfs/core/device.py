@@ -173,6 +173,15 @@ _par_stats: dict[tuple[str, str, int | None], list[int]] = {}
 _ahead_stats: dict[tuple[str, int | None], list[int]] = {}
 
 
+def _offload_next(stats: list[int], inline_ns: int) -> bool:
+    """Whether the next long batch goes to worker threads (`_offload_stats`'
+    ``stats``; ``inline_ns`` the inline way's ns per page): the cheaper way,
+    and every `_EXPLORE`-th batch the other.  Unmeasured (< 0) counts as
+    cheaper: the first long batch tries it.  The caller counts the batch."""
+    offload = stats[0] < inline_ns
+    return offload if (stats[1] + 1) % _EXPLORE else not offload
+
+
 def _split_pays(kind: str, comp: Codec) -> list[int]:
     """The `_par_stats` entry of ``kind`` and ``comp`` with this batch's
     decision in item 3 (1: split, 0: one thread)."""
@@ -899,6 +908,8 @@ class ZramDevice:
         (no coroutine per 4 KiB write).
         """
         if len(data) != PAGE_SIZE or offset & _PAGE_MASK or not 0 <= offset < self.disksize:
+            if len(data) > PAGE_SIZE:
+                return self._write_pages_nowait(offset, data)
             return None
         table = self.table
         pool = self.pool
@@ -926,6 +937,61 @@ class ZramDevice:
                 b.write_ios += 1
                 b.write_sectors += PAGE_SIZE >> SECTOR_SHIFT
             return PAGE_SIZE
+        finally:
+            dl.release_read()
+
+    def _write_pages_nowait(self, offset: int, data: WriteData) -> int | None:
+        """`write_nowait` of several whole pages (loop's 512 KiB requests,
+        dd's 1 MiB ones), when `write` would store them without an ``await``.
+
+        That is `_write_full`'s inline way (not worker threads: the learner's
+        next pick is asked first without counting the batch, so a declined
+        batch is counted once, where `write` takes it), for an aligned range
+        inside the device none of whose slots is held or awaited, with the
+        device lock free of writers.  Served, the request costs no coroutine
+        chain, and pyfuse3's burst reads the next one (loop keeps two in
+        flight) at once.  Returns None having changed nothing otherwise.
+        """
+        n = len(data)
+        table = self.table
+        pool = self.pool
+        if n & _PAGE_MASK or offset & _PAGE_MASK or offset < 0 or offset + n > self.disksize:
+            return None
+        if table is None or pool is None:
+            return None
+        comp = self.comps[ZRAM_PRIMARY_COMP]
+        assert comp is not None
+        count = n >> PAGE_SHIFT
+        first = offset >> PAGE_SHIFT
+        figures = self._offload_figures(comp, count)
+        if figures is not None and _offload_next(figures, self._comp_cost_ns):
+            return None
+        fresh = not self.limit_pages and table.clear(first, first + count)
+        if not fresh and not table.unlocked(first, first + count):
+            return None
+        dl = self.dev_lock
+        if not dl.try_read():
+            return None
+        try:
+            if figures is not None:
+                figures[1] += 1
+            self._actime = self.clock() << ACTIME_SHIFT
+            t0 = _perf_ns()
+            self.bstat.start(t0)
+            try:
+                k = self._store_fresh(table, pool, comp, first, data, 0, count) if fresh else 0
+                if k < count:
+                    # No slot is held and nothing else has run: `_store_run`
+                    # stores every page or raises at the one that fails.
+                    frames = self._overwrite_frames(comp, data, 0, count)
+                    k = self._store_run(table, pool, first, data, 0, k, count, frames)
+                    assert k == count
+                self._learn_cost(_perf_ns() - t0, count)
+            except Exception as exc:
+                self._write_failed(exc)
+            finally:
+                self.bstat.write_done(_perf_ns(), t0, n)
+            return n
         finally:
             dl.release_read()
 
@@ -987,16 +1053,10 @@ class ZramDevice:
         """
         comp = self.comps[ZRAM_PRIMARY_COMP]
         assert comp is not None
-        if count * self._comp_cost_ns >= OFFLOAD_MIN_NS:
-            key = (comp.name, comp.params.level)
-            stats = _offload_stats.get(key)
-            if stats is None:
-                stats = _offload_stats[key] = [-1, 0]
+        stats = self._offload_figures(comp, count)
+        if stats is not None:
+            offload = _offload_next(stats, self._comp_cost_ns)
             stats[1] += 1
-            # Unmeasured (< 0) counts as cheaper: the first long batch tries it.
-            offload = stats[0] < self._comp_cost_ns
-            if not stats[1] % _EXPLORE:
-                offload = not offload
             if offload:
                 t0 = time.perf_counter_ns()
                 await self._write_offloaded(table, pool, comp, first, data, pos, count)
@@ -1014,15 +1074,7 @@ class ZramDevice:
                 self._learn_cost(time.perf_counter_ns() - t0, count)
                 return
         locks = table.locks
-        # Slots that hold data (overwrites): a batch codec still compresses
-        # the whole batch in one call; `_store_run` then stores page by page
-        # (new object, then the old one freed, as the kernel orders it).
-        frames: Sequence[Buffer] | None = None
-        if count >= BATCH_MIN_PAGES and getattr(comp, "batch_compress", False):
-            try:
-                frames = self._batch_frames(comp, data, pos, count)
-            except Exception:
-                frames = None  # page by page: the failing page fails alone
+        frames = self._overwrite_frames(comp, data, pos, count)
         while True:
             k = self._store_run(table, pool, first, data, pos, k, count, frames)
             if k >= count:
@@ -1036,6 +1088,30 @@ class ZramDevice:
                 locks.unlock(idx)
             k += 1
         self._learn_cost(time.perf_counter_ns() - t0, count)
+
+    def _offload_figures(self, comp: Codec, count: int) -> list[int] | None:
+        """The offload learner's figures (`_offload_stats`) for a batch of
+        ``count`` pages long enough to consider worker threads, else None."""
+        if count * self._comp_cost_ns < OFFLOAD_MIN_NS:
+            return None
+        key = (comp.name, comp.params.level)
+        stats = _offload_stats.get(key)
+        if stats is None:
+            stats = _offload_stats[key] = [-1, 0]
+        return stats
+
+    def _overwrite_frames(
+        self, comp: Codec, data: WriteData, pos: int, count: int
+    ) -> Sequence[Buffer] | None:
+        """Slots that hold data (overwrites): a batch codec still compresses
+        the whole batch in one call; `_store_run` then stores page by page
+        (new object, then the old one freed, as the kernel orders it)."""
+        if count >= BATCH_MIN_PAGES and getattr(comp, "batch_compress", False):
+            try:
+                return self._batch_frames(comp, data, pos, count)
+            except Exception:
+                return None  # page by page: the failing page fails alone
+        return None
 
     async def _write_offloaded(
         self,

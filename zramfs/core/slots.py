@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
+from itertools import repeat as _repeat
+from operator import and_ as _and
 
 from .entrylock import LOCK_MASK, EntryLocks
 
@@ -89,6 +91,11 @@ class SlotTable:
             if raw[lo * 8 : hi * 8] != _ZERO_WORDS[: (hi - lo) * 8]:
                 return False
         return True
+
+    def unlocked(self, first: int, stop: int) -> bool:
+        """True if no slot of ``[first, stop)`` is held or awaited (no entry
+        lock bits), whatever it stores.  (One C-level pass over the words.)"""
+        return not any(map(_and, self.attr[first:stop], _repeat(LOCK_MASK)))
 
     def only_bits(self, first: int, stop: int, bits: int) -> bool:
         """True if every attr word of ``[first, stop)`` is exactly ``bits``

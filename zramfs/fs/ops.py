@@ -379,8 +379,9 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
     def write_nowait(self, fh: int, off: int, buf: WriteData) -> int | None:
         """pyfuse3's synchronous `write` (our patch adds ``Operations.write_nowait``).
 
-        A live device's image: `ZramDevice.write_nowait` (one page stored
-        inline, or None to await `write`); anything else: None.
+        A live device's image: `ZramDevice.write_nowait` (one page or a run
+        of whole pages stored inline, or None to await `write`); anything
+        else: None.
         """
         dev = self._live_image(fh)
         if dev is None:
