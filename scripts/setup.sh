@@ -39,7 +39,7 @@ import importlib.metadata, sys, pyfuse3
 ok = (importlib.metadata.version("pyfuse3") == "$PYFUSE3_VERSION"
       and all(hasattr(pyfuse3.Operations, a)
               for a in ("fallocate", "read_nowait", "write_nowait", "write_views"))
-      and hasattr(pyfuse3, "NOWAIT_BURST"))
+      and all(hasattr(pyfuse3, a) for a in ("NOWAIT_BURST", "DEFERRED", "reply_deferred")))
 sys.exit(0 if ok else 1)
 PYEOF
 then
@@ -48,7 +48,7 @@ then
     trap 'rm -rf "$work"' EXIT
     "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$work" "pyfuse3==$PYFUSE3_VERSION"
     tar -xzf "$work/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$work"
-    for p in fallocate nowait burst views; do
+    for p in fallocate nowait burst views defer; do
         (cd "$work/pyfuse3-$PYFUSE3_VERSION" && patch -p1 -s < "$OLDPWD/patches/pyfuse3-$PYFUSE3_VERSION-$p.patch")
     done
     "$VENV/bin/pip" install -q "$work/pyfuse3-$PYFUSE3_VERSION"

@@ -29,9 +29,11 @@ from tests.devutil import io, locations, mm, pool, store, table
 from zramfs.backends.lz4 import ACCELERATED, _zp
 from zramfs.core import device as dm
 from zramfs.core.device import JOIN_SPLIT_MIN_PAGES, PARALLEL, ZramDevice, boottime_seconds
+from zramfs.core.entrylock import LOCK_MASK, WRITER
 from zramfs.core.registry import ZramRegistry
 from zramfs.core.slots import ACTIME_SHIFT, PRIO_MASK, SAME, SIZE_MASK, WB
 from zramfs.core.zsmalloc import HANDLE_OFF_MASK, HANDLE_SEG_SHIFT
+from zramfs.errors import ZramError
 from zramfs.fs.ops import ZramOperations
 
 pytestmark = pytest.mark.skipif(not ACCELERATED, reason="the C accelerator is not built")
@@ -464,7 +466,7 @@ async def test_write_nowait_stores_whole_pages(
         buf = b"".join(r.randbytes(PAGE) if k % 4 == 1 else page_of(i + k) for k in range(n))
         a.now[0] = b.now[0] = 5000 + i
         pin(a)
-        got: int | str | None
+        got: object
         try:
             got = a.ops.write_nowait(a.fh, first * PAGE, buf)
         except pyfuse3.FUSEError as e:
@@ -714,3 +716,115 @@ async def test_python_read_nowait_leaves_locks_to_read() -> None:
     assert state(t) == before
     t.dev.dev_lock._locks.unlock(0)
     assert t.ops.read_nowait(t.fh, 8 * PAGE, PAGE) == data[8 * PAGE : 9 * PAGE]
+
+
+# ------------------------------------------- deferred writes (pyfuse3's DEFERRED)
+
+
+class FakeDeferral:
+    """`core.device.WriteDeferral` without pyfuse3: ``queued`` says whether
+    another request waits; answers are recorded, oldest first."""
+
+    def __init__(self) -> None:
+        self.queued = True
+        self.replies: list[int | str] = []
+
+    def waiting(self) -> bool:
+        return self.queued
+
+    def reply(self, result: int | ZramError) -> None:
+        self.replies.append(
+            errno.errorcode[result.errno or 0] if isinstance(result, ZramError) else result
+        )
+
+
+def deferring(t: Twin) -> FakeDeferral:
+    fake = FakeDeferral()
+    t.ops.deferral = fake  # type: ignore[assignment]
+    return fake
+
+
+def mixed(n: int, seed: int) -> bytes:
+    r = random.Random(seed)
+    return b"".join(r.randbytes(PAGE) if k % 5 == 1 else page_of(seed + k) for k in range(n))
+
+
+@pytest.mark.skipif(not PARALLEL, reason="one CPU: nothing goes ahead on a helper")
+@pytest.mark.parametrize("end", ["next-write", "drain", "overlapping-write"])
+async def test_deferred_write_is_stored_then_answered(
+    end: str, forced_fresh_way: Callable[[ZramDevice, int], None]
+) -> None:
+    """A run of fresh pages with another request queued is deferred: its
+    tail's slots are held (the C fast paths decline them) and nothing is
+    answered; it is finished and answered, before the next write is
+    answered, by that write's handler (interleaved, or first if the ranges
+    overlap) or by ``write_drain``; then everything equals the async
+    writes'."""
+    a, b = await twin(), await twin()
+    fake = deferring(a)
+    forced_fresh_way(a.dev, 1)
+    forced_fresh_way(b.dev, 1)
+    first = mixed(64, 1)
+    assert a.ops.write_nowait(a.fh, 0, first) is pyfuse3.DEFERRED
+    assert a.dev._deferred is not None and fake.replies == []
+    held = [i for i in range(64) if table(a.dev).attr[i] & WRITER]
+    assert held == list(range(64))  # (the head share is 0: all on the helper)
+    assert nowait(a.ops)(a.fh, 3 * PAGE, PAGE) is None  # C read: declined
+    wn, handed = c_write(a)
+    before = wstate(a)
+    assert wn(a.fh, 5 * PAGE, page_of(9)) is None and handed == [5 * PAGE]  # C write: too
+    assert wstate(a) == before and fake.replies == []
+    assert a.dev.bstat.in_flight == 1 and a.dev.dev_lock.words[0]  # still in its request
+    fake.queued = False
+    second = mixed(64, 2)
+    off2 = {"next-write": 128, "drain": 128, "overlapping-write": 32}[end] * PAGE
+    if end == "drain":
+        a.ops.write_drain()
+        assert fake.replies == [64 * PAGE]
+        forced_fresh_way(a.dev, 1)
+        assert a.ops.write_nowait(a.fh, off2, second) == 64 * PAGE
+    else:
+        forced_fresh_way(a.dev, 1)
+        assert a.ops.write_nowait(a.fh, off2, second) == 64 * PAGE
+        assert fake.replies == [64 * PAGE]  # answered inside, before this one returned
+    a.ops.write_drain()  # nothing left
+    assert fake.replies == [64 * PAGE] and a.dev._deferred is None
+    assert await as_write(b, 0, first) == 64 * PAGE
+    forced_fresh_way(b.dev, 1)
+    assert await as_write(b, off2, second) == 64 * PAGE
+    assert wstate(a)[:-1] == wstate(b)[:-1]  # (not _actime: the twins' clocks agree anyway)
+    assert a.dev.bstat.in_flight == 0 and not a.dev.dev_lock.words[0]
+    assert a.dev.deferred_writes == 1
+    for idx in range(NPAGES):
+        assert await a.ops.read(a.fh, idx * PAGE, PAGE) == await b.ops.read(b.fh, idx * PAGE, PAGE)
+
+
+@pytest.mark.skipif(not PARALLEL, reason="one CPU: nothing goes ahead on a helper")
+async def test_deferred_write_that_fails_is_answered_with_eio(
+    forced_fresh_way: Callable[[ZramDevice, int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOMEM while the deferred tail is stored: answered with EIO (counted
+    once in failed_writes), its unstored slots released and empty, the
+    device lock and block statistics closed; the range can be written
+    again."""
+    t = await twin()
+    fake = deferring(t)
+    forced_fresh_way(t.dev, 1)
+    assert t.ops.write_nowait(t.fh, 0, mixed(64, 3)) is pyfuse3.DEFERRED
+    p = pool(t.dev)
+
+    def failing(c: object, n: int) -> object:
+        raise ZramError(errno.ENOMEM, "injected")
+
+    monkeypatch.setattr(p, "_alloc_zspages", failing)
+    t.ops.write_drain()
+    assert fake.replies == ["EIO"]
+    assert io(t.dev)[1] == 1  # failed_writes
+    attr = table(t.dev).attr
+    assert not any(attr[i] & LOCK_MASK for i in range(NPAGES))
+    assert t.dev.bstat.in_flight == 0 and not t.dev.dev_lock.words[0]
+    monkeypatch.undo()
+    fake.queued = False
+    data = mixed(64, 4)
+    assert t.ops.write_nowait(t.fh, 0, data) == 64 * PAGE
+    assert await t.ops.read(t.fh, 0, 64 * PAGE) == data

@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyfuse3
 import pytest
@@ -32,6 +34,8 @@ def test_installed_pyfuse3_has_the_patches() -> None:
     assert pyfuse3.Operations.write_nowait is None
     assert pyfuse3.NOWAIT_BURST > 1
     assert pyfuse3.Operations.write_views is False  # the default: bytes, as stock
+    assert pyfuse3.Operations.write_drain is None  # the default: never deferred
+    assert repr(pyfuse3.DEFERRED) == "pyfuse3.DEFERRED"
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +194,63 @@ def test_write_views_hand_over_what_is_kept() -> None:
         assert pread(m, 32 * PAGE, len(junk)) == junk  # and everything was stored
         assert pread(m, 20 * PAGE, PAGE) == b"t" * PAGE
         assert pread(m, 23 * PAGE, PAGE) == b"n" * PAGE
+
+
+# ------------------------------------------------------------ deferred writes
+
+
+def _defer_report(m: BareMount) -> dict[str, int]:
+    words = pread(m, 22 * PAGE, PAGE).rstrip().decode().split()
+    return {k: int(v) for k, v in (w.split("=") for w in words)}
+
+
+def test_deferred_writes_are_answered_later_or_drained(tmp_path: Path) -> None:
+    """``DEFERRED``: a write answered from a later request's handler (loop's
+    two 512 KiB requests in flight per MiB) or by ``write_drain`` when the
+    burst finds nothing queued; never outstanding while a coroutine runs
+    (async reads run meanwhile); a write ``write_drain`` leaves unanswered
+    gets EIO."""
+    size = 8 << 20
+    with bare_mounted(size, 20.0, "tests.defer_fs") as m:
+        assert pwrite(m, 6 << 20, b"a" * 8 * PAGE) == 8 * PAGE  # alone: drained
+        data = os.urandom(4 << 20)
+        src = tmp_path / "data"
+        src.write_bytes(data)
+        loop = subprocess.run(
+            ["losetup", "-f", "--show", "--direct-io=on", str(m.image())],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def reader() -> None:  # async reads (the FS has no read_nowait for them)
+            try:
+                while not stop.is_set():
+                    pread(m, 5 << 20, 16 * PAGE)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            for _ in range(4):
+                subprocess.run(
+                    ["dd", f"if={src}", f"of={loop}", "bs=1M", "oflag=direct", "status=none"],
+                    check=True,
+                )
+        finally:
+            stop.set()
+            t.join()
+            subprocess.run(["losetup", "-d", loop], check=True)
+        assert not errors
+        assert pread(m, 0, len(data)) == data
+        assert pread(m, 6 << 20, 8 * PAGE) == b"a" * 8 * PAGE
+        with pytest.raises(OSError) as ei:
+            pwrite(m, 40 * PAGE, b"x" * 2 * PAGE)  # deferred, never answered by the FS
+        assert ei.value.errno == errno.EIO
+        r = _defer_report(m)
+        assert r["deferred"] >= 1 + 4 * 4 + 1, r  # (loop: a MiB in one to three requests)
+        assert r["later"] >= 1 and r["drained"] >= 1
+        assert r["later"] + r["drained"] == r["deferred"] - 1  # all but the forgotten one
+        assert r["coroutine-saw-deferred"] == 0
+        assert "write_drain" in m.log_text() or "unanswered" in m.log_text()

@@ -679,8 +679,9 @@ lz4hc_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_
  *
  * One background helper (bg_*), long-lived like the run_jobs pool and for
  * the same reason (a pthread per batch costs ~48 us), serves one batch at a
- * time: a second begin() while it is busy compresses its pages at once on
- * the calling thread (GIL released), so correctness never waits for it.
+ * time, and queues up to BG_QUEUE: a begin() while the queue is full
+ * compresses its pages at once on the calling thread (GIL released), so
+ * correctness never waits for it.
  * Progress is published under bg_mu every BG_STEP pages; bg_mu and bg_cv are
  * static and never destroyed, so a waiter may free a job as soon as it has
  * seen it finished under bg_mu (the helper touches the job only under bg_mu
@@ -706,7 +707,13 @@ static long long mono_ns(void);
 
 static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
-static Pending *bg_job;   /* posted, not yet finished (under bg_mu) */
+/* Jobs posted and not yet finished, oldest (the one being worked on) first
+ * (under bg_mu).  Two: a deferred write's batch and the next request's tail
+ * (ZramDevice._write_pages_nowait), so the helper goes from one to the other
+ * without waiting for the trio thread. */
+#define BG_QUEUE 2
+static Pending *bg_queue[BG_QUEUE];
+static int bg_queued;
 static int bg_started;
 static pid_t bg_pid;
 
@@ -716,9 +723,9 @@ bg_main(void *unused)
     (void)unused;
     pthread_mutex_lock(&bg_mu);
     for (;;) {
-        while (bg_job == NULL)
+        while (bg_queued == 0)
             pthread_cond_wait(&bg_cv, &bg_mu);
-        Pending *pj = bg_job;
+        Pending *pj = bg_queue[0];
         const CompressJob j = pj->job;
         pthread_mutex_unlock(&bg_mu);
         Py_ssize_t k = 0;
@@ -735,7 +742,9 @@ bg_main(void *unused)
             if (k == j.n) {
                 pj->finished_ns = mono_ns();
                 pj->finished = 1;
-                bg_job = NULL;
+                for (int q = 1; q < bg_queued; q++)
+                    bg_queue[q - 1] = bg_queue[q];
+                bg_queue[--bg_queued] = NULL;
             }
             if (pj->waiting)
                 pthread_cond_broadcast(&bg_cv);
@@ -758,12 +767,12 @@ bg_post(Pending *pj)
          * have been caught held.  The child's only thread sets up anew. */
         pthread_mutex_init(&bg_mu, NULL);
         pthread_cond_init(&bg_cv, NULL);
-        bg_job = NULL;
+        bg_queued = 0;
         bg_started = 0;
     }
     pthread_mutex_lock(&bg_mu);
     bg_pid = pid;
-    if (bg_job != NULL) {
+    if (bg_queued == BG_QUEUE) {
         pthread_mutex_unlock(&bg_mu);
         return 0;
     }
@@ -774,7 +783,7 @@ bg_post(Pending *pj)
         }
         bg_started = 1;
     }
-    bg_job = pj;
+    bg_queue[bg_queued++] = pj;
     pthread_cond_broadcast(&bg_cv);
     pthread_mutex_unlock(&bg_mu);
     return 1;
@@ -887,11 +896,10 @@ PyDoc_STRVAR(lz4_compress_begin_doc,
 "says how many leading pages are final.  The helper publishes progress every\n"
 "16 pages and never needs the GIL, so the caller can store finished pages\n"
 "(holding the GIL) while later ones are compressed.  `src` is held until\n"
-"the helper is done; dropping the Pending waits for that.  One batch at a\n"
-"time uses the helper: while it is busy (another caller's batch), or if no\n"
+"the helper is done; dropping the Pending waits for that.  The helper takes\n"
+"batches in order, queueing two: when two are already posted, or if no\n"
 "thread can be started, the pages are compressed before this returns (GIL\n"
-"released), so wait() never blocks.  Errors as lz4_compress_pages's, raised\n"
-"before any work.");
+"released).  Errors as lz4_compress_pages's, raised before any work.");
 
 static PyObject *
 lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)

@@ -35,8 +35,9 @@ import stat as stat_mod
 import time
 from array import array as _array
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import trio
 
@@ -258,6 +259,48 @@ _EXPLORE = 32  # every 32nd long batch tries the way currently judged slower
 # machine and the codec, so devices share it.
 _offload_stats: dict[tuple[str, int | None], list[int]] = {}
 
+# `ZramDevice.write_nowait`'s answer for a write it has started and will
+# answer later (`WriteDeferral.reply`).
+WRITE_DEFERRED = -1
+
+
+class WriteDeferral(Protocol):
+    """What lets `ZramDevice.write_nowait` defer the end of a write (the FUSE
+    layer's side of pyfuse3's ``DEFERRED``)."""
+
+    def waiting(self) -> bool:
+        """True if another request is queued: deferring the end of this
+        write lets it be read meanwhile."""
+        ...
+
+    def reply(self, result: int | ZramError) -> None:
+        """Answer the oldest deferred write: bytes written, or its error."""
+        ...
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A write `ZramDevice.write_nowait` returned `WRITE_DEFERRED` for.
+
+    Pages ``[0, head)`` are stored; ``pending`` compresses ``[head, count)``
+    on the codec's helper.  Until `ZramDevice.finish_deferred`, those slots
+    carry WRITER (only synchronous handlers can look before then, and they
+    decline a held slot) and the request keeps its read grant of the device
+    lock and its place in the block statistics.
+    """
+
+    table: SlotTable
+    pool: ZsPool
+    first: int
+    count: int
+    data: WriteData  # held past the handler (pyfuse3 hands its buffer over)
+    head: int
+    pending: PendingPages
+    nbytes: int
+    t0: int
+    actime: int
+    reply: Callable[[int | ZramError], None]
+
 
 def _py_boottime_seconds() -> int:
     """``(u32)ktime_get_boottime_seconds()``: what slots record as ac_time."""
@@ -312,8 +355,8 @@ def read_fast_path(
 def write_fast_path(
     handles: Mapping[int, object],
     devices: Mapping[int, ZramDevice],
-    fallback: Callable[[int, int, bytes], int | None],
-) -> Callable[[int, int, bytes], int | None]:
+    fallback: Callable[[int, int, WriteData], object],
+) -> Callable[[int, int, WriteData], object]:
     """pyfuse3's ``Operations.write_nowait`` for a mount: ``fallback`` without the accelerator.
 
     ``zramfs._zpages.write_nowait``, bound like `read_fast_path`: one whole
@@ -442,6 +485,11 @@ class ZramDevice:
         # ac_time stamped by stores, read from the clock once per request
         # (a clock call per page costs ~0.5 µs, 5% of an lz4 page).
         self._actime = 0
+        # The write `write_nowait` deferred, if any (at most one per device;
+        # the FUSE layer keeps at most one in all).
+        self._deferred: _Deferred | None = None
+        # Writes deferred so far (tests and benchmarks look).
+        self.deferred_writes = 0
         # The 4 KiB read path's bindings (set with the pool and the codecs):
         # the pool's segment views (its own list, updated in place) and the
         # primary codec's one-page decompress.
@@ -895,7 +943,9 @@ class ZramDevice:
         finally:
             dl.release_read()
 
-    def write_nowait(self, offset: int, data: WriteData) -> int | None:
+    def write_nowait(
+        self, offset: int, data: WriteData, defer: WriteDeferral | None = None
+    ) -> int | None:
         """`write` of one aligned whole page when that needs no ``await``.
 
         Returns ``len(data)`` with the page stored (`_store_run`, inline
@@ -905,11 +955,12 @@ class ZramDevice:
         device lock held or awaited.  Raises what `write` raises when the
         store fails (EIO at mem_limit, a codec failure).  `write` starts
         here; pyfuse3 calls it directly through ``ZramOperations.write_nowait``
-        (no coroutine per 4 KiB write).
+        (no coroutine per 4 KiB write).  With ``defer``, a run of whole pages
+        may return `WRITE_DEFERRED` instead (`_write_pages_nowait`).
         """
         if len(data) != PAGE_SIZE or offset & _PAGE_MASK or not 0 <= offset < self.disksize:
             if len(data) > PAGE_SIZE:
-                return self._write_pages_nowait(offset, data)
+                return self._write_pages_nowait(offset, data, defer)
             return None
         table = self.table
         pool = self.pool
@@ -940,7 +991,9 @@ class ZramDevice:
         finally:
             dl.release_read()
 
-    def _write_pages_nowait(self, offset: int, data: WriteData) -> int | None:
+    def _write_pages_nowait(
+        self, offset: int, data: WriteData, defer: WriteDeferral | None = None
+    ) -> int | None:
         """`write_nowait` of several whole pages (loop's 512 KiB requests,
         dd's 1 MiB ones), when `write` would store them without an ``await``.
 
@@ -949,8 +1002,23 @@ class ZramDevice:
         batch is counted once, where `write` takes it), for an aligned range
         inside the device none of whose slots is held or awaited, with the
         device lock free of writers.  Served, the request costs no coroutine
-        chain, and pyfuse3's burst reads the next one (loop keeps two in
-        flight) at once.  Returns None having changed nothing otherwise.
+        chain, and pyfuse3's burst reads the next one at once.  Returns None
+        having changed nothing otherwise.
+
+        **Deferral** (``defer`` given: pyfuse3 can answer later).  Through
+        loop every MiB is two 512 KiB requests in flight together, and the
+        codec's helper sat idle while the trio thread finished one, answered
+        it and read the other.  So when the batch goes ahead on the helper
+        (`_store_fresh_ahead`) and another request is already queued, the
+        trio thread stores the head, leaves the tail to the helper and
+        returns `WRITE_DEFERRED`: pyfuse3 reads the next request while the
+        helper compresses.  The next run of pages on this device queues its
+        own tail behind and compresses its head, then `finish_deferred`
+        stores the deferred tail and answers it, then it goes on.  Anything
+        else finishes the deferred write first (pyfuse3's ``write_drain``
+        when the burst ends, or before any coroutine runs).  The answer is
+        sent only when every page is stored: never before, as write-behind
+        would.
         """
         n = len(data)
         table = self.table
@@ -966,12 +1034,20 @@ class ZramDevice:
         figures = self._offload_figures(comp, count)
         if figures is not None and _offload_next(figures, self._comp_cost_ns):
             return None
-        fresh = not self.limit_pages and table.clear(first, first + count)
+        fresh = not self.limit_pages
+        ahead = fresh and self._ahead_ok(comp, count)
+        d = self._deferred
+        apart = d is not None and (d.first >= first + count or first >= d.first + d.count)
+        if d is not None and not (ahead and apart):
+            self.finish_deferred()  # overlapping, or not the interleaved way
+            d = None
+        fresh = fresh and table.clear(first, first + count)
         if not fresh and not table.unlocked(first, first + count):
             return None
         dl = self.dev_lock
         if not dl.try_read():
             return None
+        deferred = False
         try:
             if figures is not None:
                 figures[1] += 1
@@ -979,7 +1055,13 @@ class ZramDevice:
             t0 = _perf_ns()
             self.bstat.start(t0)
             try:
-                k = self._store_fresh(table, pool, comp, first, data, 0, count) if fresh else 0
+                if fresh and ahead and (d is not None or defer is not None):
+                    k = self._store_ahead_nowait(table, pool, comp, first, data, count, defer, t0)
+                    deferred = k == WRITE_DEFERRED
+                    if deferred:
+                        return WRITE_DEFERRED
+                else:
+                    k = self._store_fresh(table, pool, comp, first, data, 0, count) if fresh else 0
                 if k < count:
                     # No slot is held and nothing else has run: `_store_run`
                     # stores every page or raises at the one that fails.
@@ -990,10 +1072,112 @@ class ZramDevice:
             except Exception as exc:
                 self._write_failed(exc)
             finally:
-                self.bstat.write_done(_perf_ns(), t0, n)
+                if not deferred:
+                    self.bstat.write_done(_perf_ns(), t0, n)
             return n
         finally:
-            dl.release_read()
+            if not deferred:
+                dl.release_read()
+
+    def _ahead_ok(self, comp: Codec, count: int) -> bool:
+        """Whether `_store_fresh` may store a fresh batch of ``count`` pages
+        with its tail compressed ahead (`_store_fresh_ahead`)."""
+        return (
+            PARALLEL
+            and count >= AHEAD_MIN_PAGES
+            and getattr(comp, "compress_pages_begin", None) is not None
+            and count * self._comp_cost_ns >= PARALLEL_MIN_NS
+        )
+
+    def _store_ahead_nowait(
+        self,
+        table: SlotTable,
+        pool: ZsPool,
+        comp: Codec,
+        first: int,
+        data: WriteData,
+        count: int,
+        defer: WriteDeferral | None,
+        t0: int,
+    ) -> int:
+        """`_store_fresh` of a fresh batch for `_write_pages_nowait` when a
+        write is deferred or may be: the split learner's pick (counted); the
+        ahead way with ``defer``, timed into the learner only when no
+        deferred write was finished or left in it."""
+        if self._deferred is None:
+            st = _split_pays("wf", comp)
+            if not st[3]:
+                t1 = _perf_ns()
+                k = self._store_fresh_now(table, pool, comp, first, data, 0, count)
+                _split_learn(st, _perf_ns() - t1, count)
+                return k
+        else:
+            st = None
+        begin = comp.compress_pages_begin  # type: ignore[attr-defined]
+        t1 = _perf_ns()
+        k = self._store_fresh_ahead(table, pool, comp, begin, first, data, 0, count, defer, t0)
+        if st is not None and k != WRITE_DEFERRED:
+            _split_learn(st, _perf_ns() - t1, count)
+        return k
+
+    def finish_deferred(self) -> None:
+        """Store the rest of the deferred write, if any, and answer it.
+
+        Its tail's pages are stored as the helper finishes them; a codec
+        failure goes on page by page (the pages before the failing one
+        stored, as `write` would); any failure is answered with `write`'s
+        error (counted in ``failed_writes``).  Then the held slots and the
+        device lock's grant are released and the block statistics closed.
+        Never raises but for what ``reply`` raises.
+        """
+        d = self._deferred
+        if d is None:
+            return
+        self._deferred = None
+        result: int | ZramError = d.nbytes
+        try:
+            self._store_deferred(d)
+        except Exception as exc:
+            try:
+                self._write_failed(exc)
+            except ZramError as err:
+                result = err
+            attr = d.table.attr
+            for idx in range(d.first + d.head, d.first + d.count):
+                if attr[idx] == WRITER:  # held for the tail, not stored
+                    attr[idx] = 0
+        finally:
+            self.bstat.write_done(_perf_ns(), d.t0, d.nbytes)
+            self.dev_lock.release_read()
+        d.reply(result)
+
+    def _store_deferred(self, d: _Deferred) -> None:
+        """The deferred tail's pages, stored as they come (their slots'
+        WRITER dropped as each is written)."""
+        first = d.first + d.head
+        tail = d.count - d.head
+        pos = d.head << PAGE_SHIFT
+        k = 0
+        while k < tail:
+            try:
+                done = d.pending.wait(k + 1)
+            except Exception:
+                # Page by page from the one that failed to compress.
+                d.table.attr[first + k : first + tail] = _array("Q", bytes(8 * (tail - k)))
+                saved = self._actime
+                self._actime = d.actime
+                try:
+                    got = self._store_run(d.table, d.pool, d.first, d.data, 0, d.head + k, d.count)
+                finally:
+                    self._actime = saved
+                assert got == d.count
+                return
+            out, sizes = d.pending.blocks()
+            p = pos + (k << PAGE_SHIFT)
+            self._commit_blocks(
+                d.table, d.pool, first + k, d.data, p, out, sizes, k, done, actime=d.actime
+            )
+            k = done
 
     def _write_failed(self, exc: Exception) -> NoReturn:
         """Raise what a failed write raises (``failed_writes`` counted): its
@@ -1182,13 +1366,8 @@ class ZramDevice:
         ``count`` if a page failed to compress (the caller then goes on page
         by page, storing the pages before the failing one and failing at it).
         """
-        begin = getattr(comp, "compress_pages_begin", None)
-        if (
-            begin is not None
-            and PARALLEL
-            and count >= AHEAD_MIN_PAGES
-            and count * self._comp_cost_ns >= PARALLEL_MIN_NS
-        ):
+        if self._ahead_ok(comp, count):
+            begin = comp.compress_pages_begin  # type: ignore[attr-defined]
             return _split_call(
                 "wf",
                 comp,
@@ -1239,10 +1418,18 @@ class ZramDevice:
         data: WriteData,
         pos: int,
         count: int,
+        defer: WriteDeferral | None = None,
+        t0_request: int = 0,
     ) -> int:
         """`_store_fresh` with the compression of the batch's tail running on
         the codec's background thread while this one compresses the head,
         stores it, then stores the tail's pages as they come.
+
+        With a deferred write on the device, its tail is ahead of this one's
+        on the helper: it is finished (and answered) between this batch's
+        head compression and the head's store.  With ``defer`` (`_write_pages_nowait`:
+        ``pos`` 0, the request started at ``t0_request``) and another request
+        queued, the tail is left to the helper and `WRITE_DEFERRED` returned.
 
         The head's share is balanced by feedback (`_ahead_stats`, per codec):
         after each batch, the time this thread waited for the helper and the
@@ -1263,7 +1450,10 @@ class ZramDevice:
         if figures is None:
             figures = _ahead_stats[key] = [10_000, AHEAD_SHARE]
         c_ns, share = figures
-        head = count * share >> 10
+        # A batch that will be deferred leaves all its pages to the helper:
+        # the trio thread's next work is reading the queued request.
+        lead = defer is not None and self._deferred is None and defer.waiting()
+        head = 0 if lead else count * share >> 10
         t_begin = _perf_ns()
         pending = begin(data, pos + (head << PAGE_SHIFT), count - head)
         if head:
@@ -1271,11 +1461,25 @@ class ZramDevice:
             try:
                 out, sizes = blocks(data, pos, head, 1)
             except Exception:
+                self.finish_deferred()
                 return 0
             c_ns += ((_perf_ns() - t0) // head - c_ns) >> _EWMA_SHIFT
+            self.finish_deferred()
             self._commit_blocks(table, pool, first, data, pos, out, sizes, 0, head)
-        k = 0
+        else:
+            self.finish_deferred()
         tail = count - head
+        if defer is not None and tail and (lead or defer.waiting()):
+            # Hold the tail's slots (they are fresh: nothing to keep) and go.
+            table.attr[first + head : first + count] = _array("Q", [WRITER]) * tail
+            self._deferred = _Deferred(
+                table, pool, first, count, data, head, pending,
+                count << PAGE_SHIFT, t0_request, self._actime, defer.reply,
+            )  # fmt: skip
+            self.deferred_writes += 1
+            figures[0] = max(1, c_ns)
+            return WRITE_DEFERRED
+        k = 0
         waited = last = 0
         while k < tail:
             t0 = _perf_ns()
@@ -1395,19 +1599,30 @@ class ZramDevice:
         lo: int,
         hi: int,
         lockbits: int = 0,
+        actime: int | None = None,
     ) -> None:
         """`_commit_fresh` of pages ``lo..hi-1`` of a ``compress_blocks``
         result (their raw pages in ``data`` from ``pos``) into the empty
         slots from ``first``: one `ZsPool.store_batch` call stores the
         objects and writes the table, leaving pool, table and statistics
         exactly as `_commit_fresh` does (``lockbits`` as there); a pool
-        without it gets the layout's views through `_commit_fresh`."""
+        without it gets the layout's views through `_commit_fresh`.
+        ``actime``: the ac_time to stamp (a deferred write's), else the
+        device's current one."""
         if not pool.batch_ok:
             same_at, blobs = _block_frames(out, sizes, lo, hi)
-            self._commit_fresh(table, pool, first, data, pos, hi - lo, same_at, blobs, lockbits)
+            saved = self._actime
+            if actime is not None:
+                self._actime = actime
+            try:
+                self._commit_fresh(
+                    table, pool, first, data, pos, hi - lo, same_at, blobs, lockbits
+                )
+            finally:
+                self._actime = saved
             return
         pool.peak_pages = pool.total_pages()
-        bits = self._actime | lockbits
+        bits = (self._actime if actime is None else actime) | lockbits
         compr, huge, same = pool.store_batch(
             out, sizes, lo, hi, data, pos, first, table.handle, table.attr, bits, HUGE, SAME
         )

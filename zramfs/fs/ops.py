@@ -23,7 +23,13 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ..core.device import WriteData, ZramDevice, read_fast_path, write_fast_path
+from ..core.device import (
+    WRITE_DEFERRED,
+    WriteData,
+    ZramDevice,
+    read_fast_path,
+    write_fast_path,
+)
 from ..core.registry import ZramRegistry
 from ..errors import ZramError
 from .tree import Kind, Node, Tree
@@ -78,6 +84,29 @@ class Handle:
     image: ZramDevice | None = None
 
 
+# Our pyfuse3 patch's deferred writes (patches/README.md, "defer"): a stock
+# or older pyfuse3 has none, and zramfs then never defers.
+CAN_DEFER = all(hasattr(pyfuse3, a) for a in ("DEFERRED", "reply_deferred", "request_waiting"))
+
+
+class PyfuseDeferral:
+    """`core.device.WriteDeferral` through pyfuse3: another request queued on
+    /dev/fuse (``pyfuse3.request_waiting``), and the deferred write's answer
+    (``pyfuse3.reply_deferred``: pyfuse3 answers its deferred writes in the
+    order they were deferred)."""
+
+    __slots__ = ()
+
+    def waiting(self) -> bool:
+        return bool(pyfuse3.request_waiting())
+
+    def reply(self, result: int | ZramError) -> None:
+        if isinstance(result, ZramError):
+            pyfuse3.reply_deferred(pyfuse3.FUSEError(result.errno or errno.EIO))
+        else:
+            pyfuse3.reply_deferred(result)
+
+
 class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
     """The mount's request handlers."""
 
@@ -109,6 +138,11 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.write_nowait = write_fast_path(  # type: ignore[method-assign,assignment]
             self.handles, self._devices, self.write_nowait
         )
+        # A run of image pages may be answered later (`ZramDevice.write_nowait`
+        # with a deferral): at most one write is deferred at a time, on
+        # `_deferring`; `write_drain` finishes it.
+        self.deferral: PyfuseDeferral | None = PyfuseDeferral() if CAN_DEFER else None
+        self._deferring: ZramDevice | None = None
         self._next_fh = 1
         self._t0 = time.time_ns()
         self._uid = os.getuid()
@@ -376,20 +410,38 @@ class ZramOperations(pyfuse3.Operations):  # type: ignore[misc]
         except Exception as e:
             raise _failed("read", e) from None
 
-    def write_nowait(self, fh: int, off: int, buf: WriteData) -> int | None:
+    def write_nowait(self, fh: int, off: int, buf: WriteData) -> object:
         """pyfuse3's synchronous `write` (our patch adds ``Operations.write_nowait``).
 
         A live device's image: `ZramDevice.write_nowait` (one page or a run
-        of whole pages stored inline, or None to await `write`); anything
-        else: None.
+        of whole pages stored inline, or None to await `write`), or
+        ``pyfuse3.DEFERRED`` for a run whose end it deferred (answered by the
+        device through `deferral`, or `write_drain`); anything else: None.
         """
         dev = self._live_image(fh)
         if dev is None:
             return None
         try:
-            return dev.write_nowait(off, buf)
+            prior = self._deferring
+            if prior is not None and prior is not dev:
+                self._deferring = None
+                prior.finish_deferred()  # another device's: answered first
+            got = dev.write_nowait(off, buf, self.deferral)
         except Exception as e:
             raise _failed("write", e) from None
+        if got == WRITE_DEFERRED:
+            self._deferring = dev
+            return pyfuse3.DEFERRED
+        return got
+
+    def write_drain(self) -> None:
+        """pyfuse3's ``Operations.write_drain`` (our patch): finish and answer
+        the deferred write, if any (the burst that received it ends, or a
+        coroutine is about to run)."""
+        dev = self._deferring
+        self._deferring = None
+        if dev is not None:
+            dev.finish_deferred()
 
     @_guard
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
