@@ -379,24 +379,31 @@ def test_background_progress_is_in_order_and_final() -> None:
     assert t_begin < p.finished_ns <= time.perf_counter_ns()
 
 
-def test_background_busy_helper_and_dropped_jobs() -> None:
-    """A second batch while the helper is busy is done before begin returns;
-    a batch dropped unwaited is waited for by its deallocation (src stays
-    valid to the end), and the helper serves the next one."""
+def test_background_queue_busy_helper_and_dropped_jobs() -> None:
+    """The helper queues a second batch and serves both in order; a third
+    while two are posted is done before begin returns; a batch dropped
+    unwaited is waited for by its deallocation (src stays valid to the end),
+    and the helper serves the next one."""
     src = bytearray(corpus()[: 2000 * PAGE])
     want = zp.lz4_compress_pages(src, 0, 2000, 1, 1)
     first = zp.lz4_compress_begin(src, 0, 2000, 1)
-    second = zp.lz4_compress_begin(src, PAGE, 10, 1)
-    assert second.wait(0) == 10  # compressed inline: the helper had `first`
-    assert bytes(second.sizes) == want[1][2:22]
-    del first  # waits for the helper
-    third = zp.lz4_compress_begin(src, 0, 2000, 1)
+    second = zp.lz4_compress_begin(src, PAGE, 10, 1)  # queued behind `first`
+    third = zp.lz4_compress_begin(src, 2 * PAGE, 10, 1)
+    assert third.wait(0) == 10  # compressed inline: two were posted
+    assert second.wait(0) == 0  # (the helper is still on `first`'s 2000 pages)
+    assert second.wait(10) == 10 and bytes(second.sizes) == want[1][2:22]
+    assert bytes(third.sizes) == want[1][4:24]
+    assert first.wait(0) == 2000 and first.finished_ns <= second.finished_ns  # in order
+    del first  # (done already)
+    fourth = zp.lz4_compress_begin(src, 0, 2000, 1)
+    del fourth  # dropped unwaited: its deallocation waits for the helper
+    fifth = zp.lz4_compress_begin(src, 0, 2000, 1)
     with pytest.raises(BufferError):
         src.extend(b"x")  # src is held while a job lives
-    assert third.wait(2000) == 2000 and bytes(third.sizes) == want[1]
+    assert fifth.wait(2000) == 2000 and bytes(fifth.sizes) == want[1]
     with pytest.raises(BufferError):
         src.extend(b"x")  # ...even when it is done, until it is dropped
-    del second, third
+    del second, third, fifth
     src.extend(b"x")
 
 
