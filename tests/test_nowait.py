@@ -828,3 +828,37 @@ async def test_deferred_write_that_fails_is_answered_with_eio(
     data = mixed(64, 4)
     assert t.ops.write_nowait(t.fh, 0, data) == 64 * PAGE
     assert await t.ops.read(t.fh, 0, 64 * PAGE) == data
+
+
+@pytest.mark.skipif(not PARALLEL, reason="one CPU: nothing goes ahead on a helper")
+async def test_deferred_write_is_answered_before_another_devices_write(
+    forced_fresh_way: Callable[[ZramDevice, int], None],
+) -> None:
+    """One deferred write per mount: a run written to another device's image
+    finishes and answers it first, whatever that write then does; a 4 KiB
+    write the C serves elsewhere leaves it be (it cannot defer)."""
+    reg = ZramRegistry(2)
+    ops = ZramOperations(reg)
+    fhs = []
+    for dev in reg.devices.values():
+        await store(dev, "disksize", b"%d" % (NPAGES * PAGE))
+        forced_fresh_way(dev, 1)
+        fi = await ops.open(ops.tree.image_inode(dev.id), os.O_RDWR, None)  # type: ignore[arg-type]
+        fhs.append(fi.fh)
+    fake = FakeDeferral()
+    ops.deferral = fake  # type: ignore[assignment]
+    data = mixed(64, 5)
+    assert ops.write_nowait(fhs[0], 0, data) is pyfuse3.DEFERRED
+    assert ops.write_nowait(fhs[1], 0, page_of(1)) == PAGE  # the C's: A stays deferred
+    assert fake.replies == [] and reg.devices[0]._deferred is not None
+    fake.queued = False
+    assert ops.write_nowait(fhs[1], 64 * PAGE, mixed(64, 6)) == 64 * PAGE
+    assert fake.replies == [64 * PAGE] and reg.devices[0]._deferred is None
+    assert await ops.read(fhs[0], 0, 64 * PAGE) == data
+    fake.queued = True
+    forced_fresh_way(reg.devices[0], 1)  # (the learner's figures moved: pinned again)
+    assert ops.write_nowait(fhs[0], 64 * PAGE, data) is pyfuse3.DEFERRED
+    assert ops.write_nowait(fhs[1], PAGE, page_of(2)[:100]) is None  # declined: still first
+    assert fake.replies == [64 * PAGE] * 2
+    assert await ops.read(fhs[0], 64 * PAGE, 64 * PAGE) == data
+    assert await ops.read(fhs[1], 0, PAGE) == page_of(1)
