@@ -296,7 +296,6 @@ class _Deferred:
     data: WriteData  # held past the handler (pyfuse3 hands its buffer over)
     head: int
     pending: PendingPages
-    nbytes: int
     t0: int
     actime: int
     reply: Callable[[int | ZramError], None]
@@ -1134,7 +1133,10 @@ class ZramDevice:
         if d is None:
             return
         self._deferred = None
-        result: int | ZramError = d.nbytes
+        nbytes = d.count << PAGE_SHIFT
+        result: int | ZramError = nbytes
+        now = self._actime  # (the request being served, if any: its own)
+        self._actime = d.actime
         try:
             self._store_deferred(d)
         except Exception as exc:
@@ -1147,37 +1149,47 @@ class ZramDevice:
                 if attr[idx] == WRITER:  # held for the tail, not stored
                     attr[idx] = 0
         finally:
-            self.bstat.write_done(_perf_ns(), d.t0, d.nbytes)
+            self._actime = now
+            self.bstat.write_done(_perf_ns(), d.t0, nbytes)
             self.dev_lock.release_read()
         d.reply(result)
 
     def _store_deferred(self, d: _Deferred) -> None:
         """The deferred tail's pages, stored as they come (their slots'
-        WRITER dropped as each is written)."""
+        WRITER dropped as each is written); from a page that failed to
+        compress on, page by page."""
         first = d.first + d.head
         tail = d.count - d.head
-        pos = d.head << PAGE_SHIFT
-        k = 0
-        while k < tail:
+        k = self._store_pieces(d.table, d.pool, first, d.data, d.head << PAGE_SHIFT, d.pending)[0]
+        if k < tail:
+            d.table.attr[first + k : first + tail] = _array("Q", bytes(8 * (tail - k)))
+            got = self._store_run(d.table, d.pool, d.first, d.data, 0, d.head + k, d.count)
+            assert got == d.count
+
+    def _store_pieces(
+        self, table: SlotTable, pool: ZsPool, first: int, data: WriteData, pos: int,
+        pending: PendingPages,
+    ) -> tuple[int, int, int]:  # fmt: skip
+        """Store ``pending``'s pages into the empty slots from ``first``
+        (their raw pages in ``data`` from ``pos``) as the helper finishes
+        them.  Returns the pages stored (fewer than ``pending.count`` if one
+        failed to compress), the ns spent waiting for the helper and the ns
+        the last piece's store took (the head share's feedback)."""
+        k = waited = last = 0
+        while k < pending.count:
+            t0 = _perf_ns()
             try:
-                done = d.pending.wait(k + 1)
+                done = pending.wait(k + 1)
             except Exception:
-                # Page by page from the one that failed to compress.
-                d.table.attr[first + k : first + tail] = _array("Q", bytes(8 * (tail - k)))
-                saved = self._actime
-                self._actime = d.actime
-                try:
-                    got = self._store_run(d.table, d.pool, d.first, d.data, 0, d.head + k, d.count)
-                finally:
-                    self._actime = saved
-                assert got == d.count
-                return
-            out, sizes = d.pending.blocks()
+                break
+            t1 = _perf_ns()
+            waited += t1 - t0
+            out, sizes = pending.blocks()
             p = pos + (k << PAGE_SHIFT)
-            self._commit_blocks(
-                d.table, d.pool, first + k, d.data, p, out, sizes, k, done, actime=d.actime
-            )
+            self._commit_blocks(table, pool, first + k, data, p, out, sizes, k, done)
+            last = _perf_ns() - t1
             k = done
+        return k, waited, last
 
     def _write_failed(self, exc: Exception) -> NoReturn:
         """Raise what a failed write raises (``failed_writes`` counted): its
@@ -1474,26 +1486,16 @@ class ZramDevice:
             table.attr[first + head : first + count] = _array("Q", [WRITER]) * tail
             self._deferred = _Deferred(
                 table, pool, first, count, data, head, pending,
-                count << PAGE_SHIFT, t0_request, self._actime, defer.reply,
+                t0_request, self._actime, defer.reply,
             )  # fmt: skip
             self.deferred_writes += 1
             figures[0] = max(1, c_ns)
             return WRITE_DEFERRED
-        k = 0
-        waited = last = 0
-        while k < tail:
-            t0 = _perf_ns()
-            try:
-                done = pending.wait(k + 1)
-            except Exception:
-                return head + k
-            t1 = _perf_ns()
-            waited += t1 - t0
-            p = pos + ((head + k) << PAGE_SHIFT)
-            out, sizes = pending.blocks()
-            self._commit_blocks(table, pool, first + head + k, data, p, out, sizes, k, done)
-            last = _perf_ns() - t1
-            k = done
+        k, waited, last = self._store_pieces(
+            table, pool, first + head, data, pos + (head << PAGE_SHIFT), pending
+        )
+        if k < tail:
+            return head + k
         done_ns = pending.finished_ns
         if tail and done_ns > t_begin:  # (not compressed inline: the helper was busy)
             idle = _perf_ns() - done_ns - last
@@ -1599,30 +1601,19 @@ class ZramDevice:
         lo: int,
         hi: int,
         lockbits: int = 0,
-        actime: int | None = None,
     ) -> None:
         """`_commit_fresh` of pages ``lo..hi-1`` of a ``compress_blocks``
         result (their raw pages in ``data`` from ``pos``) into the empty
         slots from ``first``: one `ZsPool.store_batch` call stores the
         objects and writes the table, leaving pool, table and statistics
         exactly as `_commit_fresh` does (``lockbits`` as there); a pool
-        without it gets the layout's views through `_commit_fresh`.
-        ``actime``: the ac_time to stamp (a deferred write's), else the
-        device's current one."""
+        without it gets the layout's views through `_commit_fresh`."""
         if not pool.batch_ok:
             same_at, blobs = _block_frames(out, sizes, lo, hi)
-            saved = self._actime
-            if actime is not None:
-                self._actime = actime
-            try:
-                self._commit_fresh(
-                    table, pool, first, data, pos, hi - lo, same_at, blobs, lockbits
-                )
-            finally:
-                self._actime = saved
+            self._commit_fresh(table, pool, first, data, pos, hi - lo, same_at, blobs, lockbits)
             return
         pool.peak_pages = pool.total_pages()
-        bits = (self._actime if actime is None else actime) | lockbits
+        bits = self._actime | lockbits
         compr, huge, same = pool.store_batch(
             out, sizes, lo, hi, data, pos, first, table.handle, table.attr, bits, HUGE, SAME
         )
