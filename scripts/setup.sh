@@ -54,13 +54,33 @@ then
     "$VENV/bin/pip" install -q "$work/pyfuse3-$PYFUSE3_VERSION"
 fi
 
+# zstd for zramfs._zpages (setup.py compiles it in from build/zstd): the
+# amalgamated zstd.c of the python-zstandard release installed here, from that
+# release's sdist, so the C path's frames are python-zstandard's byte for byte
+# (zstd's output at a level changes between zstd releases).
+ZSTD_SPEC=$("$VENV/bin/python" -c "import tomllib; print(next(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if d.startswith('zstandard')))")
+"$VENV/bin/pip" install -q "$ZSTD_SPEC"
+ZSTANDARD_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('zstandard'))")
+if [ "$(cat build/zstd/VERSION 2>/dev/null)" != "$ZSTANDARD_VERSION" ]; then
+    echo "setup: fetching zstd from python-zstandard $ZSTANDARD_VERSION's sdist"
+    zwork=$(mktemp -d)
+    "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$zwork" "zstandard==$ZSTANDARD_VERSION"
+    tar -xzf "$zwork/zstandard-$ZSTANDARD_VERSION.tar.gz" -C "$zwork"
+    rm -rf build/zstd
+    mkdir -p build
+    cp -r "$zwork/zstandard-$ZSTANDARD_VERSION/zstd" build/zstd
+    echo "$ZSTANDARD_VERSION" > build/zstd/VERSION
+    rm -rf "$zwork"
+fi
+
 # The project, editable, with its test tools; this also compiles the C extension
-# zramfs._zpages in place (setup.py). Re-run when pyproject.toml, setup.py or the
-# C source changes, or when the built module is missing.
+# zramfs._zpages in place (setup.py). Re-run when pyproject.toml, setup.py, the
+# C source or the zstd source changes, or when the built module is missing or
+# lacks zstd.
 stamp="$VENV/.zramfs-installed"
-have_ext() { "$VENV/bin/python" -c "import zramfs._zpages" 2>/dev/null; }
+have_ext() { "$VENV/bin/python" -c "import zramfs._zpages as z; z.zstd_compress_pages" 2>/dev/null; }
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ zramfs/_zpages.c -nt "$stamp" ] || ! have_ext; then
+    || [ zramfs/_zpages.c -nt "$stamp" ] || [ build/zstd/VERSION -nt "$stamp" ] || ! have_ext; then
     "$VENV/bin/pip" install -q -e ".[dev]"
     touch "$stamp"
 fi

@@ -307,7 +307,15 @@ def test_concurrent_callers_are_independent() -> None:
         list(pool.map(one, range(12)))
 
 
-def test_batch_call_releases_the_gil() -> None:
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda src: zp.lz4hc_compress_pages(src, 0, 256, 12, 1),
+        lambda src: zp.zstd_compress_pages(src, 0, 128, 19, 1),
+    ],
+    ids=["lz4hc", "zstd"],
+)
+def test_batch_call_releases_the_gil(call: Callable[[bytes], object]) -> None:
     """Another Python thread runs while one batch call works (no speed measured:
     a held GIL would let it run not at all during the call)."""
     src = corpus()[: 256 * PAGE]
@@ -327,7 +335,7 @@ def test_batch_call_releases_the_gil() -> None:
         for _ in range(5):
             before = ticks[0]
             in_call.set()
-            zp.lz4hc_compress_pages(src, 0, 256, 12, 1)
+            call(src)
             in_call.clear()
             if ticks[0] - before > 100:
                 progressed = True
@@ -809,6 +817,7 @@ def test_module_docstrings() -> None:
         "lz4_decompress_pages",
         "lz4_decompress_page",
         "lz4_compress_page",
+        "zstd_compress_pages",
     ):
         fn = getattr(zp, name)
         assert fn.__doc__ and "GIL" in fn.__doc__, name

@@ -38,6 +38,7 @@
 #include <structmember.h>
 
 #include <limits.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -49,6 +50,18 @@
 
 #include <lz4.h>
 #include <lz4hc.h>
+
+#ifdef ZRAMFS_ZSTD
+/* zstd, compiled in from the amalgamated zstd.c of the python-zstandard
+ * release installed beside us (scripts/setup.sh fetches it; setup.py adds it
+ * when present), so our frames are byte for byte what the codec's
+ * python-zstandard calls make: zstd's output at a level can change between
+ * releases (Debian's libzstd 1.5.4 and 1.5.7 differ on ~30% of this data's
+ * pages at level 3).  ZSTD_STATIC_LINKING_ONLY: ZSTD_getParams and
+ * ZSTD_CCtx_setParams, for the kernel's zstd_get_params. */
+#define ZSTD_STATIC_LINKING_ONLY
+#include "zstd.h"
+#endif
 
 #define PAGE 4096
 #define MAX_THREADS 8
@@ -496,21 +509,93 @@ last_literals:;
 
 /* -------------------------------------------------------------- compression */
 
+/* What a CompressJob makes. */
+enum { KIND_LZ4 = 0, KIND_LZ4HC = 1, KIND_ZSTD = 2 };
+
 typedef struct {
     const char *src;      /* first page of this chunk */
     char *out;            /* its first out slot */
     unsigned char *sizes; /* its first uint16 LE size */
     Py_ssize_t n;         /* pages in this chunk */
-    int param;            /* acceleration (fast) or level (HC) */
-    int hc;               /* 0: LZ4_compress_fast, 1: LZ4_compress_HC */
-    void *state;          /* LZ4_stream_t or LZ4_streamHC_t, this chunk's own */
+    int param;            /* acceleration (fast), level (HC, zstd) */
+    int kind;             /* KIND_*: LZ4_compress_fast, LZ4_compress_HC, zstd */
+    void *state;          /* LZ4_stream_t or LZ4_streamHC_t, this chunk's own (zstd: unused) */
 } CompressJob;
+
+#ifdef ZRAMFS_ZSTD
+/* Each thread's zstd context, made on its first zstd page and freed when the
+ * thread ends (the key's destructor): a context must never be shared by
+ * threads, and making one per call costs more than a page.  It keeps the
+ * parameters of the level it last compressed at. */
+static pthread_key_t zstd_key;
+
+typedef struct {
+    ZSTD_CCtx *cctx;
+    int level;
+} ZstdThread;
+
+static void
+zstd_key_free(void *p)
+{
+    ZstdThread *t = p;
+    ZSTD_freeCCtx(t->cctx);
+    free(t);
+}
+
+/* This thread's context set up for `level`, or NULL (out of memory). */
+static ZSTD_CCtx *
+zstd_cctx(int level)
+{
+    ZstdThread *t = pthread_getspecific(zstd_key);
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        t->cctx = ZSTD_createCCtx();
+        if (t->cctx == NULL || pthread_setspecific(zstd_key, t) != 0) {
+            ZSTD_freeCCtx(t->cctx);
+            free(t);
+            return NULL;
+        }
+        t->level = INT_MIN;
+    }
+    if (t->level != level) {
+        /* The kernel's zstd_get_params(level, PAGE_SIZE): ZSTD_getParams,
+         * content size on, checksum off.  ZSTD_compress2 with them set makes
+         * ZSTD_compress_advanced's frames (the kernel's zstd_compress_cctx),
+         * ~10% faster here. */
+        ZSTD_CCtx_reset(t->cctx, ZSTD_reset_session_and_parameters);
+        if (ZSTD_isError(ZSTD_CCtx_setParams(t->cctx, ZSTD_getParams(level, PAGE, 0))))
+            return NULL;
+        t->level = level;
+    }
+    return t->cctx;
+}
+
+/* A zstd frame of the page `p` into `d` (PAGE - 1 bytes of room) at `level`:
+ * its length, or PAGE when it would not be shorter than a page ("store the
+ * page raw").  No context (out of memory) also gives PAGE: the page is then
+ * stored raw, which is correct, only not compressed. */
+static int
+zstd_page(const char *p, char *d, int level)
+{
+    ZSTD_CCtx *cctx = zstd_cctx(level);
+    if (cctx == NULL)
+        return PAGE;
+    size_t r = ZSTD_compress2(cctx, d, PAGE - 1, p, PAGE);
+    if (ZSTD_isError(r)) {
+        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+        return PAGE;
+    }
+    return (int)r;
+}
+#endif
 
 static void *
 compress_job(void *arg)
 {
     CompressJob *j = arg;
-    if (j->hc)
+    if (j->kind == KIND_LZ4HC)
         LZ4_initStreamHC(j->state, sizeof(LZ4_streamHC_t));
     for (Py_ssize_t k = 0; k < j->n; k++) {
         const char *p = j->src + k * PAGE;
@@ -519,7 +604,12 @@ compress_job(void *arg)
         if (same_filled(p)) {
             size = 0;
         } else {
-            if (j->hc) {
+#ifdef ZRAMFS_ZSTD
+            if (j->kind == KIND_ZSTD) {
+                size = zstd_page(p, d, j->param);
+            } else
+#endif
+            if (j->kind == KIND_LZ4HC) {
                 LZ4_resetStreamHC_fast(j->state, j->param);
                 int r = LZ4_compress_HC_continue(j->state, p, d, PAGE, PAGE - 1);
                 size = r > 0 ? r : PAGE;
@@ -538,7 +628,7 @@ compress_job(void *arg)
 }
 
 static PyObject *
-compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int hc)
+compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int kind)
 {
     Py_ssize_t pos, count;
     int param, threads;
@@ -550,7 +640,7 @@ compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int h
     if (!nargs_ok(fname, nargs, 5))
         return NULL;
     if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &count) < 0
-        || int_arg(args[3], hc ? "level" : "acceleration", &param) < 0
+        || int_arg(args[3], kind == KIND_LZ4 ? "acceleration" : "level", &param) < 0
         || int_arg(args[4], "threads", &threads) < 0)
         return NULL;
     if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) < 0)
@@ -570,7 +660,8 @@ compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int h
 
     if (count > 0) {
         int n = chunk_count(threads, count);
-        size_t state_size = hc ? sizeof(LZ4_streamHC_t) : sizeof(LZ4_stream_t);
+        size_t state_size = kind == KIND_LZ4HC ? sizeof(LZ4_streamHC_t)
+                            : kind == KIND_LZ4 ? sizeof(LZ4_stream_t) : 1;
         jobs = PyMem_Malloc(sizeof(CompressJob) * (size_t)n);
         states = PyMem_Malloc(state_size * (size_t)n);
         if (jobs == NULL || states == NULL) {
@@ -588,7 +679,7 @@ compress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int h
             jobs[i].sizes = sbuf + 2 * lo;
             jobs[i].n = hi - lo;
             jobs[i].param = param;
-            jobs[i].hc = hc;
+            jobs[i].kind = kind;
             jobs[i].state = states + state_size * (size_t)i;
         }
         Py_BEGIN_ALLOW_THREADS
@@ -644,7 +735,7 @@ PyDoc_STRVAR(lz4_compress_pages_doc,
 static PyObject *
 lz4_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    return compress_pages("lz4_compress_pages", args, nargs, 0);
+    return compress_pages("lz4_compress_pages", args, nargs, KIND_LZ4);
 }
 
 PyDoc_STRVAR(lz4hc_compress_pages_doc,
@@ -665,7 +756,7 @@ PyDoc_STRVAR(lz4hc_compress_pages_doc,
 static PyObject *
 lz4hc_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    return compress_pages("lz4hc_compress_pages", args, nargs, 1);
+    return compress_pages("lz4hc_compress_pages", args, nargs, KIND_LZ4HC);
 }
 
 /* ------------------------------------------- compression ahead of a commit */
@@ -879,7 +970,7 @@ static PyTypeObject PendingType = {
     .tp_basicsize = sizeof(Pending),
     .tp_dealloc = (destructor)pending_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Pages being compressed by lz4_compress_begin (wait() for them).",
+    .tp_doc = "Pages being compressed by lz4_compress_begin or zstd_compress_begin (wait() for them).",
     .tp_methods = pending_methods,
     .tp_members = pending_members,
 };
@@ -902,14 +993,14 @@ PyDoc_STRVAR(lz4_compress_begin_doc,
 "released).  Errors as lz4_compress_pages's, raised before any work.");
 
 static PyObject *
-lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+compress_begin(const char *fname, PyObject *const *args, Py_ssize_t nargs, int kind)
 {
     Py_ssize_t pos, count;
     int param;
-    if (!nargs_ok("lz4_compress_begin", nargs, 4))
+    if (!nargs_ok(fname, nargs, 4))
         return NULL;
     if (ssize_arg(args[1], &pos) < 0 || ssize_arg(args[2], &count) < 0
-        || int_arg(args[3], "acceleration", &param) < 0)
+        || int_arg(args[3], kind == KIND_LZ4 ? "acceleration" : "level", &param) < 0)
         return NULL;
     Pending *pj = PyObject_New(Pending, &PendingType);
     if (pj == NULL)
@@ -928,7 +1019,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     }
     pj->have_src = 1;
     pj->finished = 1; /* until posted: dealloc must not wait */
-    if (!pages_in("lz4_compress_begin", pos, count, pj->src.len)) {
+    if (!pages_in(fname, pos, count, pj->src.len)) {
         Py_DECREF(pj);
         return NULL;
     }
@@ -943,7 +1034,7 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     pj->job.sizes = (unsigned char *)PyByteArray_AS_STRING(pj->sizes);
     pj->job.n = count;
     pj->job.param = param;
-    pj->job.hc = 0;
+    pj->job.kind = kind;
     pj->job.state = &pj->state;
     if (count == 0) {
         pj->finished_ns = mono_ns();
@@ -962,6 +1053,48 @@ lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t 
     Py_END_ALLOW_THREADS
     return (PyObject *)pj;
 }
+
+static PyObject *
+lz4_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return compress_begin("lz4_compress_begin", args, nargs, KIND_LZ4);
+}
+
+#ifdef ZRAMFS_ZSTD
+PyDoc_STRVAR(zstd_compress_pages_doc,
+"zstd_compress_pages($module, src, pos, count, level, threads, /)\n"
+"--\n"
+"\n"
+"Returns tuple[bytearray, bytes].\n"
+"\n"
+"lz4_compress_pages with zstd at `level` instead of LZ4: same pages, same\n"
+"(out, sizes) result, same same-filled (0) / store-raw (4096) / compressed\n"
+"(1..4095) sizes, same errors, same GIL release and `threads` splitting.\n"
+"Each frame is the kernel's backend_zstd one, made with the parameters of\n"
+"ZSTD_getParams(level, 4096, 0) (content size in the header, no checksum),\n"
+"and byte-identical to python-zstandard's when it bundles the same zstd\n"
+"(ZSTD_VERSION).  `level` as zstd takes it (0: the default, 3).  Each\n"
+"thread keeps its own context.");
+
+static PyObject *
+zstd_compress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return compress_pages("zstd_compress_pages", args, nargs, KIND_ZSTD);
+}
+
+PyDoc_STRVAR(zstd_compress_begin_doc,
+"zstd_compress_begin($module, src, pos, count, level, /)\n"
+"--\n"
+"\n"
+"lz4_compress_begin with zstd_compress_pages's frames: the same helper\n"
+"thread and queue, the same Pending.");
+
+static PyObject *
+zstd_compress_begin(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return compress_begin("zstd_compress_begin", args, nargs, KIND_ZSTD);
+}
+#endif
 
 /* ------------------------------------------------------------ decompression */
 
@@ -3851,6 +3984,12 @@ static PyMethodDef zpages_methods[] = {
      lz4hc_compress_pages_doc},
     {"lz4_compress_begin", (PyCFunction)(void (*)(void))lz4_compress_begin, METH_FASTCALL,
      lz4_compress_begin_doc},
+#ifdef ZRAMFS_ZSTD
+    {"zstd_compress_pages", (PyCFunction)(void (*)(void))zstd_compress_pages, METH_FASTCALL,
+     zstd_compress_pages_doc},
+    {"zstd_compress_begin", (PyCFunction)(void (*)(void))zstd_compress_begin, METH_FASTCALL,
+     zstd_compress_begin_doc},
+#endif
     {"lz4_decompress_pages", (PyCFunction)(void (*)(void))lz4_decompress_pages, METH_FASTCALL,
      lz4_decompress_pages_doc},
     {"lz4_decompress_gather", (PyCFunction)(void (*)(void))lz4_decompress_gather, METH_FASTCALL,
@@ -3875,7 +4014,8 @@ static PyMethodDef zpages_methods[] = {
 };
 
 PyDoc_STRVAR(zpages_doc,
-"Batch LZ4 / LZ4HC page loops for zramfs, in C against the system liblz4.\n"
+"Batch LZ4 / LZ4HC / zstd page loops for zramfs, in C against the system liblz4\n"
+"and, when built with it, the zstd release python-zstandard bundles (ZSTD_VERSION).\n"
 "\n"
 "Pages are 4096 bytes (PAGE_SIZE).  Batch calls (lz4_compress_pages,\n"
 "lz4hc_compress_pages, lz4_decompress_pages) handle a whole request in one\n"
@@ -3905,6 +4045,17 @@ PyInit__zpages(void)
 {
     if (intern_names() < 0 || PyType_Ready(&PendingType) < 0)
         return NULL;
+#ifdef ZRAMFS_ZSTD
+    static int zstd_key_made;
+    if (!zstd_key_made) {
+        int err = pthread_key_create(&zstd_key, zstd_key_free);
+        if (err != 0) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        zstd_key_made = 1;
+    }
+#endif
     PyObject *m = PyModule_Create(&zpages_module);
     if (m == NULL)
         return NULL;
@@ -3912,7 +4063,13 @@ PyInit__zpages(void)
         || PyModule_AddStringConstant(m, "LZ4_VERSION", LZ4_versionString()) < 0
         || PyModule_AddIntConstant(m, "HANDLE_SEG_SHIFT", ZS_H_SEG_SHIFT) < 0
         || PyModule_AddIntConstant(m, "HANDLE_OFF_MASK", (long)ZS_H_OFF_MASK) < 0
-        || PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0) {
+        || PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0
+#ifdef ZRAMFS_ZSTD
+        /* What the zstd_* calls compress with; the codec uses them only if
+         * this is python-zstandard's ZSTD_VERSION too. */
+        || PyModule_AddStringConstant(m, "ZSTD_VERSION", ZSTD_versionString()) < 0
+#endif
+        ) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,6 +15,10 @@ PAGE_SIZE: Final[int]
 LZ4_VERSION: Final[str]
 """LZ4_versionString() of the linked liblz4, e.g. "1.9.4"."""
 
+ZSTD_VERSION: Final[str]
+"""ZSTD_versionString() of the zstd compiled in, e.g. "1.5.7"; absent, with the
+``zstd_*`` calls, in a module built without zstd (setup.py)."""
+
 HANDLE_SEG_SHIFT: Final[int]
 HANDLE_OFF_MASK: Final[int]
 """The zsmalloc handle layout zs_store / zs_free / write_nowait were built
@@ -51,6 +55,15 @@ class Pending:
 def lz4_compress_begin(src: Buffer, pos: int, count: int, acceleration: int, /) -> Pending:
     """``lz4_compress_pages``'s blocks, made on a background thread while the
     caller goes on; a busy helper means they are made before this returns."""
+
+def zstd_compress_pages(
+    src: Buffer, pos: int, count: int, level: int, threads: int, /
+) -> tuple[bytearray, bytes]:
+    """``lz4_compress_pages`` with zstd frames at ``level`` (the kernel's
+    backend_zstd parameters; python-zstandard's frames)."""
+
+def zstd_compress_begin(src: Buffer, pos: int, count: int, level: int, /) -> Pending:
+    """``lz4_compress_begin`` with ``zstd_compress_pages``'s frames."""
 
 def lz4_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
     """One page per object (b"" -> zeros, 4096 bytes -> raw copy, else an LZ4

@@ -18,7 +18,7 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import add
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from zramfs.errors import ZramError
 
@@ -82,6 +82,31 @@ class PendingPages(Protocol):
         codec's ``compress_blocks`` returns them (pages final up to what
         `wait` returned)."""
         ...
+
+
+class BackgroundPages:
+    """`PendingPages` over one of the accelerator's ``*_compress_begin`` calls
+    (``zramfs._zpages``: ``begin(data, pos, count, param)``): the pages are
+    compressed on its background helper, 16 at a time, while the caller
+    stores the ones already done."""
+
+    __slots__ = ("_p", "count")
+
+    def __init__(
+        self, begin: Callable[..., Any], param: int, data: Buffer, pos: int, count: int
+    ) -> None:
+        self._p = begin(data, pos, count, param)
+        self.count = count
+
+    def wait(self, want: int) -> int:
+        return self._p.wait(want)  # type: ignore[no-any-return]
+
+    @property
+    def finished_ns(self) -> int:
+        return self._p.finished_ns  # type: ignore[no-any-return]
+
+    def blocks(self) -> tuple[Buffer, Buffer]:
+        return self._p.out, self._p.sizes
 
 
 @runtime_checkable

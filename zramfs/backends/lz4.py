@@ -65,6 +65,7 @@ from zramfs.backends.base import (
     PAGE_SIZE,
     AlgoParams,
     Backend,
+    BackgroundPages,
     Buffer,
     PendingPages,
     block_views,
@@ -158,7 +159,9 @@ class Lz4Codec:
             self.decompress_slots = _zp.lz4_read_slots
             self.compress_blocks = self._compress_blocks
             if not hc:
-                self.compress_pages_begin = partial(_Lz4Pending, level)
+                self.compress_pages_begin = partial(
+                    BackgroundPages, _zp.lz4_compress_begin, level
+                )
                 # The kernel's blocks (the batch calls make the same), and
                 # no python-lz4 keyword parsing.
                 self.compress = (
@@ -212,29 +215,6 @@ class Lz4Codec:
         if len(out) != dst_len:
             raise corrupt(self.name, f"decoded {len(out)} bytes, expected {dst_len}")
         return out
-
-
-class _Lz4Pending:
-    """`PendingPages` over the accelerator's ``lz4_compress_begin``: the
-    pages are compressed on its background helper, 16 at a time, while the
-    caller stores the ones already done."""
-
-    __slots__ = ("_p", "count")
-
-    def __init__(self, acceleration: int, data: Buffer, pos: int, count: int) -> None:
-        assert _zp is not None
-        self._p = _zp.lz4_compress_begin(data, pos, count, acceleration)
-        self.count = count
-
-    def wait(self, want: int) -> int:
-        return self._p.wait(want)  # type: ignore[no-any-return]
-
-    @property
-    def finished_ns(self) -> int:
-        return self._p.finished_ns  # type: ignore[no-any-return]
-
-    def blocks(self) -> tuple[Buffer, Buffer]:
-        return self._p.out, self._p.sizes
 
 
 def _page_at(page_fn: Callable[[Buffer, int], bytes], acceleration: int, src: Buffer) -> bytes:

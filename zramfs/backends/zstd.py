@@ -53,6 +53,15 @@ levels -50..22); without that hint zstd sizes its tables for an input of
 unknown length and the batch runs at half the speed.  The batch contexts,
 like the per-page ones, belong to the calling thread.  Not offered with a
 dictionary (`ZstdCodec.batch_compress` is False; the per-page path is used).
+
+The accelerator (`ACCELERATED`): when `zramfs._zpages` is built with the zstd
+python-zstandard bundles, the codec also offers ``compress_blocks`` and
+``compress_pages_begin`` (no dictionary): the same frames, made in C in the
+lz4 codec's layout, on the module's parked threads or on its background
+helper while the trio thread stores (`ZramDevice._store_fresh_ahead`), which
+a python-zstandard call cannot do without a Python thread taking the GIL back
+after it.  Writes take those; reads, recompression and the per-page paths keep
+to python-zstandard.
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
+from types import ModuleType
 from typing import Any, Final
 
 import zstandard
@@ -72,7 +83,9 @@ from zramfs.backends.base import (
     PAGE_SIZE,
     AlgoParams,
     Backend,
+    BackgroundPages,
     Buffer,
+    PendingPages,
     corrupt,
     dictionary_of,
     int_param,
@@ -146,7 +159,15 @@ class _Contexts(threading.local):
 class ZstdCodec:
     """zstd at one level (and optional dictionary) for one device priority."""
 
-    __slots__ = ("name", "params", "_tls", "batch_compress", "batch_decompress")
+    __slots__ = (
+        "name",
+        "params",
+        "_tls",
+        "batch_compress",
+        "batch_decompress",
+        "compress_blocks",
+        "compress_pages_begin",
+    )
 
     batch_parallel = True  # the batch calls can split over threads
 
@@ -174,6 +195,14 @@ class ZstdCodec:
         #: Whether `compress_pages` / `decompress_pages` may be used.
         self.batch_compress: bool = dictionary is None
         self.batch_decompress: bool = dictionary is None
+        # The accelerator's batch calls, in its layout (see `ACCELERATED`):
+        # the device looks for these attributes.
+        self.compress_blocks: Callable[..., tuple[bytearray, bytes]] | None = None
+        self.compress_pages_begin: Callable[[Buffer, int, int], PendingPages] | None = None
+        if ACCELERATED and dictionary is None:
+            self.compress_blocks = partial(_blocks_at, level)
+            assert _zp is not None
+            self.compress_pages_begin = partial(BackgroundPages, _zp.zstd_compress_begin, level)
 
     def compress(self, src: Buffer) -> bytes:
         """One zstd frame of `src` (the kernel's framing) with this thread's cached context."""
@@ -246,6 +275,45 @@ class ZstdCodec:
         for b in blobs:
             self.decompress(b, PAGE_SIZE)
         raise corrupt(self.name, "batch decompression failed")  # pragma: no cover
+
+
+def _load_accelerator() -> ModuleType | None:
+    """`zramfs._zpages` if it was built with zstd, and with the zstd release
+    python-zstandard bundles (else their frames could differ), else None."""
+    if os.environ.get("ZRAMFS_NO_ACCEL"):
+        return None
+    try:
+        from zramfs import _zpages
+    except ImportError:
+        return None
+    version = ".".join(map(str, zstandard.ZSTD_VERSION))
+    if getattr(_zpages, "ZSTD_VERSION", None) != version:
+        return None
+    return _zpages
+
+
+_zp: Final = _load_accelerator()
+ACCELERATED: Final = _zp is not None
+"""Whether the C accelerator compresses zstd pages (`ZstdCodec.compress_blocks`,
+`ZstdCodec.compress_pages_begin`): `zramfs._zpages` built with the zstd of
+python-zstandard's release (setup.py), so its frames are byte-identical to
+`ZstdCodec.compress`'s.  Its calls have the lz4 codec's layout, so the device
+stores their pages the way it stores lz4's, and a batch's tail can be
+compressed on the accelerator's helper thread while the trio thread stores
+(`ZramDevice._store_fresh_ahead`): the GIL-free part of a python-zstandard
+call cannot overlap the trio thread's Python without a Python thread taking
+the GIL back after it."""
+
+
+def _blocks_at(
+    level: int, data: Buffer, pos: int, count: int, threads: int
+) -> tuple[bytearray, bytes]:
+    """``compress_blocks``: the accelerator's frames of ``count`` pages of
+    ``data`` from ``pos`` as ``(out, sizes)``, page k's frame at
+    ``k * PAGE_SIZE`` of ``out``, its length the uint16 ``sizes[k]`` (0:
+    same-filled, PAGE_SIZE: not shorter than a page), on ``threads`` threads."""
+    assert _zp is not None
+    return _zp.zstd_compress_pages(data, pos, count, level, threads)  # type: ignore[no-any-return]
 
 
 _CPUS: Final = os.cpu_count() or 1

@@ -155,7 +155,7 @@ PARALLEL = _CPUS > 1
 AHEAD_MIN_PAGES = 32
 # The head's starting share of such a batch (of 1024) and its ceiling.
 AHEAD_SHARE = 200
-AHEAD_SHARE_MAX = 768
+AHEAD_SHARE_MAX = 960
 # Whether splitting pays depends on the machine's load (a busy second CPU
 # makes it slower than one thread), so both ways are timed, per direction and
 # codec: (kind "w"/"r", codec name, level) -> [one-thread ns per page, split
