@@ -170,6 +170,42 @@ def test_bad_arguments() -> None:
     assert empty.count == 0 and empty.wait(1) == 0
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_decompress_pages_round_trip_and_bad_frames(threads: int) -> None:
+    """zstd_decompress_pages: every page back (0-byte objects as zeros,
+    4096-byte ones raw); a bad object, whatever the thread count, is a
+    ValueError naming the lowest bad page: a truncated frame, a frame with
+    bytes after it, two frames making 4096 bytes together, a frame of
+    another content size, and garbage."""
+    src = bytes(PAGE) + corpus()[: 299 * PAGE]
+    out, sizes = zp.zstd_compress_pages(src, 0, 300, 3, 1)
+    sz = memoryview(sizes).cast("H")
+    objs = [b"" if s == 0 else src[k * PAGE : (k + 1) * PAGE] if s == PAGE
+            else bytes(out[k * PAGE : k * PAGE + s]) for k, s in enumerate(sz)]  # fmt: skip
+    assert 0 in sz and PAGE in sz
+    want = b"".join(bytes(PAGE) if s == 0 else src[k * PAGE : (k + 1) * PAGE]
+                    for k, s in enumerate(sz))  # fmt: skip
+    # (same-filled pages come back as zeros here: the device fills those itself)
+    assert zp.zstd_decompress_pages(objs, threads) == want
+    k = next(i for i, s in enumerate(sz) if 100 < s < PAGE and i > 200)
+    ref = _reference(3)
+    half = ref.compress(src[k * PAGE : k * PAGE + PAGE // 2])
+    bad_objs = [
+        objs[k][:-1],
+        objs[k] + b"\0",
+        half + half,
+        ref.compress(src[k * PAGE : (k + 1) * PAGE - 1]),
+        b"\xff" * 100,
+    ]
+    for bad in bad_objs:
+        for j in (k, 250):
+            trial = list(objs)
+            trial[j] = bad
+            trial[299] = b"\xfe" * 50  # a later bad one is not the one named
+            with pytest.raises(ValueError, match=f"zstd: page {j}: corrupt frame"):
+                zp.zstd_decompress_pages(trial, threads)
+
+
 def test_codec_attributes() -> None:
     """`compress_blocks` / `compress_pages_begin` at the codec's level; none
     with a dictionary (the C calls have no dictionary)."""
@@ -182,6 +218,7 @@ def test_codec_attributes() -> None:
     assert p.wait(64) == 64 and bytes(p.blocks()[1]) == sizes
     d = zb.ZstdCodec(AlgoParams(dictionary=b"zram dictionary " * 64))
     assert d.compress_blocks is None and d.compress_pages_begin is None
+    assert codec.decompress_slots is zp.zstd_read_slots and d.decompress_slots is None
 
 
 @pytest.mark.parametrize("way", [0, 1])

@@ -1111,14 +1111,47 @@ typedef struct {
     Py_ssize_t first;      /* index of bufs[0] in objs */
     Py_ssize_t n;          /* objects in this chunk */
     Py_ssize_t bad;        /* index (in objs) of the first bad block, or -1 */
-    int ret;               /* what LZ4_decompress_safe returned for it */
+    int ret;               /* what LZ4_decompress_safe returned for it (zstd: -1) */
+    int kind;              /* KIND_LZ4 (LZ4 blocks, also LZ4HC's) or KIND_ZSTD (frames) */
 } DecompressJob;
 
 /* One object into one 4096-byte page: 0 bytes -> zeros, 4096 bytes -> copy,
  * else it must decode to exactly 4096 bytes.  Returns 4096 on success, else
  * what LZ4_decompress_safe returned (-1 for a block too long to pass). */
+#ifdef ZRAMFS_ZSTD
+/* Each thread's zstd decompression context, as zstd_key's for compression. */
+static pthread_key_t zstd_dkey;
+
+static void
+zstd_dkey_free(void *dctx)
+{
+    ZSTD_freeDCtx(dctx);
+}
+
+/* A zstd frame of `len` bytes into one page: PAGE if it is exactly one
+ * frame that claims and decodes to 4096 bytes (what ZstdCodec.decompress
+ * accepts), else -1 (no context: out of memory, also -1). */
 static int
-decompress_one(const char *src, Py_ssize_t len, char *dst)
+zstd_decode_page(const char *src, Py_ssize_t len, char *dst)
+{
+    ZSTD_DCtx *dctx = pthread_getspecific(zstd_dkey);
+    if (dctx == NULL) {
+        dctx = ZSTD_createDCtx();
+        if (dctx == NULL || pthread_setspecific(zstd_dkey, dctx) != 0) {
+            ZSTD_freeDCtx(dctx);
+            return -1;
+        }
+    }
+    if (ZSTD_getFrameContentSize(src, (size_t)len) != PAGE
+        || ZSTD_findFrameCompressedSize(src, (size_t)len) != (size_t)len)
+        return -1;
+    size_t r = ZSTD_decompressDCtx(dctx, dst, PAGE, src, (size_t)len);
+    return r == PAGE ? PAGE : -1;
+}
+#endif
+
+static int
+decompress_one(int kind, const char *src, Py_ssize_t len, char *dst)
 {
     if (len == 0) {
         memset(dst, 0, PAGE);
@@ -1130,6 +1163,12 @@ decompress_one(const char *src, Py_ssize_t len, char *dst)
     }
     if (len > INT_MAX)
         return -1;
+#ifdef ZRAMFS_ZSTD
+    if (kind == KIND_ZSTD)
+        return zstd_decode_page(src, len, dst);
+#else
+    (void)kind;
+#endif
     return LZ4_decompress_safe(src, dst, (int)len, PAGE);
 }
 
@@ -1139,7 +1178,7 @@ decompress_job(void *arg)
     DecompressJob *j = arg;
     j->bad = -1;
     for (Py_ssize_t k = 0; k < j->n; k++) {
-        int r = decompress_one(j->objs[k].p, j->objs[k].len, j->dst + k * PAGE);
+        int r = decompress_one(j->kind, j->objs[k].p, j->objs[k].len, j->dst + k * PAGE);
         if (r != PAGE) {
             j->bad = j->first + k;
             j->ret = r;
@@ -1157,8 +1196,14 @@ release_buffers(Py_buffer *bufs, Py_ssize_t n)
 }
 
 static PyObject *
-corrupt_error(Py_ssize_t page, Py_ssize_t len, int ret)
+corrupt_error(int kind, Py_ssize_t page, Py_ssize_t len, int ret)
 {
+    if (kind == KIND_ZSTD) {
+        PyErr_Format(PyExc_ValueError,
+                     "zstd: page %zd: corrupt frame (%zd bytes; not one frame of 4096 bytes)",
+                     page, len);
+        return NULL;
+    }
     PyErr_Format(PyExc_ValueError,
                  "lz4: page %zd: corrupt block (%zd bytes; LZ4_decompress_safe returned %d, "
                  "expected 4096)",
@@ -1170,7 +1215,7 @@ corrupt_error(Py_ssize_t page, Py_ssize_t len, int ret)
  * the GIL released around the work (on `threads` threads), or NULL with
  * ValueError naming the lowest bad page.  Called with the GIL. */
 static PyObject *
-decode_into_bytes(const Obj *objs, Py_ssize_t n, int threads)
+decode_into_bytes(const Obj *objs, Py_ssize_t n, int threads, int kind)
 {
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * PAGE);
     if (out == NULL || n == 0)
@@ -1191,6 +1236,7 @@ decode_into_bytes(const Obj *objs, Py_ssize_t n, int threads)
         jobs[i].n = hi - lo;
         jobs[i].bad = -1;
         jobs[i].ret = 0;
+        jobs[i].kind = kind;
     }
     Py_BEGIN_ALLOW_THREADS
     run_jobs(decompress_job, jobs, sizeof(DecompressJob), nj);
@@ -1199,7 +1245,7 @@ decode_into_bytes(const Obj *objs, Py_ssize_t n, int threads)
         if (jobs[i].bad >= 0) {
             /* Chunks are in page order, so the first bad chunk holds the
              * lowest bad page whatever the thread count. */
-            corrupt_error(jobs[i].bad, objs[jobs[i].bad].len, jobs[i].ret);
+            corrupt_error(kind, jobs[i].bad, objs[jobs[i].bad].len, jobs[i].ret);
             Py_CLEAR(out);
             break;
         }
@@ -1231,7 +1277,7 @@ PyDoc_STRVAR(lz4_decompress_pages_doc,
 "threads as lz4_compress_pages, so both CPUs can work on one request.");
 
 static PyObject *
-lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+decompress_pages(const char *fname, PyObject *const *args, Py_ssize_t nargs, int kind)
 {
     int threads;
     PyObject *seq, *out = NULL;
@@ -1239,16 +1285,17 @@ lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_
     Obj *objs = NULL;
     Py_ssize_t n, acquired = 0;
 
-    if (!nargs_ok("lz4_decompress_pages", nargs, 2))
+    if (!nargs_ok(fname, nargs, 2))
         return NULL;
     if (int_arg(args[1], "threads", &threads) < 0)
         return NULL;
     if (threads < 1) {
-        PyErr_Format(PyExc_ValueError, "lz4_decompress_pages: threads must be >= 1, not %d",
-                     threads);
+        PyErr_Format(PyExc_ValueError, "%s: threads must be >= 1, not %d", fname, threads);
         return NULL;
     }
-    seq = PySequence_Fast(args[0], "lz4_decompress_pages: objs must be a list or tuple");
+    seq = PySequence_Fast(args[0], kind == KIND_ZSTD
+                                       ? "zstd_decompress_pages: objs must be a list or tuple"
+                                       : "lz4_decompress_pages: objs must be a list or tuple");
     if (seq == NULL)
         return NULL;
     n = PySequence_Fast_GET_SIZE(seq);
@@ -1266,9 +1313,8 @@ lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_
         if (PyObject_GetBuffer(item, &bufs[acquired], PyBUF_SIMPLE) < 0) {
             if (PyErr_ExceptionMatches(PyExc_TypeError)) {
                 PyErr_Format(PyExc_TypeError,
-                             "lz4_decompress_pages: objs[%zd]: a bytes-like object is required, "
-                             "not '%.200s'",
-                             acquired, Py_TYPE(item)->tp_name);
+                             "%s: objs[%zd]: a bytes-like object is required, not '%.200s'",
+                             fname, acquired, Py_TYPE(item)->tp_name);
             }
             goto done;
         }
@@ -1282,7 +1328,7 @@ lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_
         objs[k].p = bufs[k].buf;
         objs[k].len = bufs[k].len;
     }
-    out = decode_into_bytes(objs, n, threads);
+    out = decode_into_bytes(objs, n, threads, kind);
 
 done:
     if (bufs != NULL)
@@ -1292,6 +1338,33 @@ done:
     Py_DECREF(seq);
     return out;
 }
+
+static PyObject *
+lz4_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return decompress_pages("lz4_decompress_pages", args, nargs, KIND_LZ4);
+}
+
+#ifdef ZRAMFS_ZSTD
+PyDoc_STRVAR(zstd_decompress_pages_doc,
+"zstd_decompress_pages($module, objs, threads, /)\n"
+"--\n"
+"\n"
+"Returns bytes.\n"
+"\n"
+"lz4_decompress_pages for zstd frames: the same result, the same length-0\n"
+"(zeros) and length-4096 (raw) objects, the same errors, GIL release and\n"
+"`threads` splitting.  Any other object must be exactly one zstd frame that\n"
+"claims 4096 bytes of content and decodes to them, else ValueError('zstd:\n"
+"page k: corrupt frame (...)') naming the lowest such k.  Each thread keeps\n"
+"its own context.");
+
+static PyObject *
+zstd_decompress_pages(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return decompress_pages("zstd_decompress_pages", args, nargs, KIND_ZSTD);
+}
+#endif
 
 /* The pool views a gather uses: views[seg] is acquired (PyBUF_SIMPLE) into
  * vb[seg] on first use, have[seg] marking it; views_release undoes all. */
@@ -1450,7 +1523,7 @@ lz4_decompress_gather(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize
         fill_at[i] = at;
         words[i] = w;
     }
-    out = decode_into_bytes(objs, n, threads);
+    out = decode_into_bytes(objs, n, threads, KIND_LZ4);
     if (out != NULL) {
         char *o = PyBytes_AS_STRING(out);
         for (Py_ssize_t i = 0; i < nf; i++) {
@@ -1521,9 +1594,8 @@ u64_item(PyObject *tuple, Py_ssize_t i, unsigned long long *out)
 }
 
 static PyObject *
-lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+read_slots(const char *fn, PyObject *const *args, Py_ssize_t nargs, int kind)
 {
-    const char *fn = "lz4_read_slots";
     int threads;
     Py_ssize_t first, stop, n = 0, nv = 0, nf = 0;
     unsigned long long slow, size_mask, same, keep, seg_shift, off_mask, now;
@@ -1593,7 +1665,9 @@ lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
                 goto done;
             }
         }
-        views = PySequence_Fast(args[0], "lz4_read_slots: views must be a list or tuple");
+        views = PySequence_Fast(args[0], kind == KIND_ZSTD
+                                           ? "zstd_read_slots: views must be a list or tuple"
+                                           : "lz4_read_slots: views must be a list or tuple");
         if (views == NULL)
             goto done;
         nv = PySequence_Fast_GET_SIZE(views);
@@ -1642,7 +1716,7 @@ lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
             objs[k].p = (const char *)vb[seg].buf + off;
             objs[k].len = (Py_ssize_t)size;
         }
-        out = decode_into_bytes(objs, n, threads);
+        out = decode_into_bytes(objs, n, threads, kind);
         if (out == NULL)
             goto done;
         char *o = PyBytes_AS_STRING(out);
@@ -1680,6 +1754,30 @@ done:
     return out;
 }
 
+static PyObject *
+lz4_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return read_slots("lz4_read_slots", args, nargs, KIND_LZ4);
+}
+
+#ifdef ZRAMFS_ZSTD
+PyDoc_STRVAR(zstd_read_slots_doc,
+"zstd_read_slots($module, views, attr, handle, first, stop, layout, now, threads, /)\n"
+"--\n"
+"\n"
+"Returns bytes, or None.\n"
+"\n"
+"lz4_read_slots for a device whose objects are zstd frames, decoded as\n"
+"zstd_decompress_pages does (exactly one frame of 4096 bytes; ValueError\n"
+"naming the lowest bad page); the same GIL release and `threads`.");
+
+static PyObject *
+zstd_read_slots(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    return read_slots("zstd_read_slots", args, nargs, KIND_ZSTD);
+}
+#endif
+
 /* -------------------------------------------------------------- single page */
 
 PyDoc_STRVAR(lz4_decompress_page_doc,
@@ -1713,7 +1811,7 @@ lz4_decompress_page(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t
         if (src.len <= INT_MAX)
             r = LZ4_decompress_safe(src.buf, PyBytes_AS_STRING(out), (int)src.len, PAGE);
         if (r != PAGE) {
-            corrupt_error(0, src.len, r);
+            corrupt_error(KIND_LZ4, 0, src.len, r);
             Py_CLEAR(out);
         }
     }
@@ -3125,8 +3223,16 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
         goto fail;
     comp = Py_NewRef(PyList_GET_ITEM(comps, 0));
     fn = get(comp, s_decompress_slots);
-    if (fn == NULL || !PyCFunction_Check(fn)
-        || PyCFunction_GET_FUNCTION(fn) != (PyCFunction)(void (*)(void))lz4_read_slots)
+    if (fn == NULL || !PyCFunction_Check(fn))
+        goto fail;
+    PyObject *(*slots)(PyObject *, PyObject *const *, Py_ssize_t) = NULL;
+    if (PyCFunction_GET_FUNCTION(fn) == (PyCFunction)(void (*)(void))lz4_read_slots)
+        slots = lz4_read_slots;
+#ifdef ZRAMFS_ZSTD
+    else if (PyCFunction_GET_FUNCTION(fn) == (PyCFunction)(void (*)(void))zstd_read_slots)
+        slots = zstd_read_slots;
+#endif
+    else
         goto fail;
     clock = get(dev, s_clock);
     if (clock == NULL)
@@ -3162,7 +3268,7 @@ read_nowait_serve(PyObject *cfg, PyObject *const *args, PyObject **dev_out, PyOb
     {
         PyObject *call[8] = {views, attr, handle, first_o, stop_o, layout, now_o, threads_o};
         long long t_call = st != NULL ? mono_ns() : 0;
-        out = lz4_read_slots(NULL, call, 8);
+        out = slots(NULL, call, 8);
         if (out != NULL && out != Py_None && st != NULL) {
             PyObject *el = PyLong_FromLongLong(mono_ns() - t_call);
             PyObject *np = PyLong_FromSsize_t(size / PAGE);
@@ -3989,6 +4095,10 @@ static PyMethodDef zpages_methods[] = {
      zstd_compress_pages_doc},
     {"zstd_compress_begin", (PyCFunction)(void (*)(void))zstd_compress_begin, METH_FASTCALL,
      zstd_compress_begin_doc},
+    {"zstd_decompress_pages", (PyCFunction)(void (*)(void))zstd_decompress_pages, METH_FASTCALL,
+     zstd_decompress_pages_doc},
+    {"zstd_read_slots", (PyCFunction)(void (*)(void))zstd_read_slots, METH_FASTCALL,
+     zstd_read_slots_doc},
 #endif
     {"lz4_decompress_pages", (PyCFunction)(void (*)(void))lz4_decompress_pages, METH_FASTCALL,
      lz4_decompress_pages_doc},
@@ -4049,6 +4159,8 @@ PyInit__zpages(void)
     static int zstd_key_made;
     if (!zstd_key_made) {
         int err = pthread_key_create(&zstd_key, zstd_key_free);
+        if (err == 0)
+            err = pthread_key_create(&zstd_dkey, zstd_dkey_free);
         if (err != 0) {
             errno = err;
             return PyErr_SetFromErrno(PyExc_OSError);

@@ -65,6 +65,22 @@ def zstd_compress_pages(
 def zstd_compress_begin(src: Buffer, pos: int, count: int, level: int, /) -> Pending:
     """``lz4_compress_begin`` with ``zstd_compress_pages``'s frames."""
 
+def zstd_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
+    """``lz4_decompress_pages`` for zstd frames (each exactly one frame of a page)."""
+
+def zstd_read_slots(
+    views: Sequence[Buffer],
+    attr: Buffer,
+    handle: Buffer,
+    first: int,
+    stop: int,
+    layout: tuple[int, int, int, int, int, int],
+    now: int,
+    threads: int,
+    /,
+) -> bytes | None:
+    """``lz4_read_slots`` for a device whose objects are zstd frames."""
+
 def lz4_decompress_pages(objs: Sequence[Buffer], threads: int, /) -> bytes:
     """One page per object (b"" -> zeros, 4096 bytes -> raw copy, else an LZ4
     block of exactly 4096 bytes or ValueError naming the page), GIL released."""

@@ -167,6 +167,7 @@ class ZstdCodec:
         "batch_decompress",
         "compress_blocks",
         "compress_pages_begin",
+        "decompress_slots",
     )
 
     batch_parallel = True  # the batch calls can split over threads
@@ -199,10 +200,14 @@ class ZstdCodec:
         # the device looks for these attributes.
         self.compress_blocks: Callable[..., tuple[bytearray, bytes]] | None = None
         self.compress_pages_begin: Callable[[Buffer, int, int], PendingPages] | None = None
+        #: A multi-page read in one C call (the device's `_load_joined`, and
+        #: the C ``read_nowait`` of loop's 512 KiB reads without a coroutine).
+        self.decompress_slots: Callable[..., bytes | None] | None = None
         if ACCELERATED and dictionary is None:
             self.compress_blocks = partial(_blocks_at, level)
             assert _zp is not None
             self.compress_pages_begin = partial(BackgroundPages, _zp.zstd_compress_begin, level)
+            self.decompress_slots = _zp.zstd_read_slots
 
     def compress(self, src: Buffer) -> bytes:
         """One zstd frame of `src` (the kernel's framing) with this thread's cached context."""
