@@ -175,8 +175,8 @@ def test_decompress_pages_round_trip_and_bad_frames(threads: int) -> None:
     """zstd_decompress_pages: every page back (0-byte objects as zeros,
     4096-byte ones raw); a bad object, whatever the thread count, is a
     ValueError naming the lowest bad page: a truncated frame, a frame with
-    bytes after it, two frames making 4096 bytes together, a frame of
-    another content size, and garbage."""
+    bytes or a skippable frame after it, two frames making 4096 bytes
+    together, a frame of another content size, and garbage."""
     src = bytes(PAGE) + corpus()[: 299 * PAGE]
     out, sizes = zp.zstd_compress_pages(src, 0, 300, 3, 1)
     sz = memoryview(sizes).cast("H")
@@ -190,9 +190,11 @@ def test_decompress_pages_round_trip_and_bad_frames(threads: int) -> None:
     k = next(i for i, s in enumerate(sz) if 100 < s < PAGE and i > 200)
     ref = _reference(3)
     half = ref.compress(src[k * PAGE : k * PAGE + PAGE // 2])
+    skippable = (0x184D2A50).to_bytes(4, "little") + (4).to_bytes(4, "little") + b"zram"
     bad_objs = [
         objs[k][:-1],
         objs[k] + b"\0",
+        objs[k] + skippable,  # (zstd itself would skip it: one frame means one)
         half + half,
         ref.compress(src[k * PAGE : (k + 1) * PAGE - 1]),
         b"\xff" * 100,
