@@ -523,14 +523,15 @@ typedef struct {
 } CompressJob;
 
 #ifdef ZRAMFS_ZSTD
-/* Each thread's zstd context, made on its first zstd page and freed when the
- * thread ends (the key's destructor): a context must never be shared by
- * threads, and making one per call costs more than a page.  It keeps the
- * parameters of the level it last compressed at. */
+/* Each thread's zstd contexts, made on its first zstd page and freed when
+ * the thread ends (the key's destructor): a context must never be shared by
+ * threads, and making one per call costs more than a page.  The compression
+ * context keeps the parameters of the level it last compressed at. */
 static pthread_key_t zstd_key;
 
 typedef struct {
     ZSTD_CCtx *cctx;
+    ZSTD_DCtx *dctx;
     int level;
 } ZstdThread;
 
@@ -539,32 +540,42 @@ zstd_key_free(void *p)
 {
     ZstdThread *t = p;
     ZSTD_freeCCtx(t->cctx);
+    ZSTD_freeDCtx(t->dctx);
     free(t);
 }
 
-/* This thread's context set up for `level`, or NULL (out of memory). */
-static ZSTD_CCtx *
-zstd_cctx(int level)
+/* This thread's contexts (each still NULL until made), or NULL (out of memory). */
+static ZstdThread *
+zstd_thread(void)
 {
     ZstdThread *t = pthread_getspecific(zstd_key);
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
-        if (t == NULL)
-            return NULL;
-        t->cctx = ZSTD_createCCtx();
-        if (t->cctx == NULL || pthread_setspecific(zstd_key, t) != 0) {
-            ZSTD_freeCCtx(t->cctx);
+        if (t == NULL || pthread_setspecific(zstd_key, t) != 0) {
             free(t);
             return NULL;
         }
         t->level = INT_MIN;
     }
+    return t;
+}
+
+/* This thread's compression context set up for `level`, or NULL (out of memory). */
+static ZSTD_CCtx *
+zstd_cctx(int level)
+{
+    ZstdThread *t = zstd_thread();
+    if (t == NULL)
+        return NULL;
+    if (t->cctx == NULL && (t->cctx = ZSTD_createCCtx()) == NULL)
+        return NULL;
     if (t->level != level) {
         /* The kernel's zstd_get_params(level, PAGE_SIZE): ZSTD_getParams,
          * content size on, checksum off.  ZSTD_compress2 with them set makes
-         * ZSTD_compress_advanced's frames (the kernel's zstd_compress_cctx),
-         * ~10% faster here. */
+         * the frames of ZSTD_compress_advanced (the kernel's
+         * zstd_compress_cctx; deprecated here) at the same speed. */
         ZSTD_CCtx_reset(t->cctx, ZSTD_reset_session_and_parameters);
+        t->level = INT_MIN;
         if (ZSTD_isError(ZSTD_CCtx_setParams(t->cctx, ZSTD_getParams(level, PAGE, 0))))
             return NULL;
         t->level = level;
@@ -582,12 +593,8 @@ zstd_page(const char *p, char *d, int level)
     ZSTD_CCtx *cctx = zstd_cctx(level);
     if (cctx == NULL)
         return PAGE;
-    size_t r = ZSTD_compress2(cctx, d, PAGE - 1, p, PAGE);
-    if (ZSTD_isError(r)) {
-        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
-        return PAGE;
-    }
-    return (int)r;
+    size_t r = ZSTD_compress2(cctx, d, PAGE - 1, p, PAGE); /* (each call a new frame) */
+    return ZSTD_isError(r) ? PAGE : (int)r;
 }
 #endif
 
@@ -1115,41 +1122,28 @@ typedef struct {
     int kind;              /* KIND_LZ4 (LZ4 blocks, also LZ4HC's) or KIND_ZSTD (frames) */
 } DecompressJob;
 
-/* One object into one 4096-byte page: 0 bytes -> zeros, 4096 bytes -> copy,
- * else it must decode to exactly 4096 bytes.  Returns 4096 on success, else
- * what LZ4_decompress_safe returned (-1 for a block too long to pass). */
 #ifdef ZRAMFS_ZSTD
-/* Each thread's zstd decompression context, as zstd_key's for compression. */
-static pthread_key_t zstd_dkey;
-
-static void
-zstd_dkey_free(void *dctx)
-{
-    ZSTD_freeDCtx(dctx);
-}
-
 /* A zstd frame of `len` bytes into one page: PAGE if it is exactly one
  * frame that claims and decodes to 4096 bytes (what ZstdCodec.decompress
  * accepts), else -1 (no context: out of memory, also -1). */
 static int
 zstd_decode_page(const char *src, Py_ssize_t len, char *dst)
 {
-    ZSTD_DCtx *dctx = pthread_getspecific(zstd_dkey);
-    if (dctx == NULL) {
-        dctx = ZSTD_createDCtx();
-        if (dctx == NULL || pthread_setspecific(zstd_dkey, dctx) != 0) {
-            ZSTD_freeDCtx(dctx);
-            return -1;
-        }
-    }
+    ZstdThread *t = zstd_thread();
+    if (t == NULL || (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL))
+        return -1;
     if (ZSTD_getFrameContentSize(src, (size_t)len) != PAGE
         || ZSTD_findFrameCompressedSize(src, (size_t)len) != (size_t)len)
         return -1;
-    size_t r = ZSTD_decompressDCtx(dctx, dst, PAGE, src, (size_t)len);
+    size_t r = ZSTD_decompressDCtx(t->dctx, dst, PAGE, src, (size_t)len);
     return r == PAGE ? PAGE : -1;
 }
 #endif
 
+/* One object into one 4096-byte page: 0 bytes -> zeros, 4096 bytes -> copy,
+ * else it must decode to exactly 4096 bytes.  Returns 4096 on success, else
+ * what LZ4_decompress_safe returned (-1 for a block too long to pass, and
+ * for any bad zstd frame). */
 static int
 decompress_one(int kind, const char *src, Py_ssize_t len, char *dst)
 {
@@ -4159,8 +4153,6 @@ PyInit__zpages(void)
     static int zstd_key_made;
     if (!zstd_key_made) {
         int err = pthread_key_create(&zstd_key, zstd_key_free);
-        if (err == 0)
-            err = pthread_key_create(&zstd_dkey, zstd_dkey_free);
         if (err != 0) {
             errno = err;
             return PyErr_SetFromErrno(PyExc_OSError);

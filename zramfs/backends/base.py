@@ -15,9 +15,11 @@ thin wrappers around one library call).
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import add
+from types import ModuleType
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from zramfs.errors import ZramError
@@ -82,6 +84,18 @@ class PendingPages(Protocol):
         codec's ``compress_blocks`` returns them (pages final up to what
         `wait` returned)."""
         ...
+
+
+def load_accelerator() -> ModuleType | None:
+    """The C accelerator, `zramfs._zpages`, or None: not built (the
+    pure-Python paths serve), or turned off with ``ZRAMFS_NO_ACCEL``."""
+    if os.environ.get("ZRAMFS_NO_ACCEL"):
+        return None
+    try:
+        from zramfs import _zpages
+    except ImportError:
+        return None
+    return _zpages
 
 
 class BackgroundPages:

@@ -49,11 +49,9 @@ functions without python-lz4's keyword parsing (`compress`,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from types import ModuleType
 from typing import Final
 
 import lz4.block
@@ -72,6 +70,7 @@ from zramfs.backends.base import (
     corrupt,
     dictionary_of,
     int_param,
+    load_accelerator,
 )
 
 NAME: Final = "lz4"
@@ -83,17 +82,7 @@ _decompress: Final[Callable[..., bytes]] = lz4.block.decompress
 _LZ4BlockError: Final[type[Exception]] = lz4.block.LZ4BlockError
 
 
-def _load_accelerator() -> ModuleType | None:
-    if os.environ.get("ZRAMFS_NO_ACCEL"):
-        return None
-    try:
-        from zramfs import _zpages
-    except ImportError:  # not built: the pure-Python paths serve
-        return None
-    return _zpages
-
-
-_zp: Final = _load_accelerator()
+_zp: Final = load_accelerator()
 ACCELERATED: Final = _zp is not None
 """Whether the C accelerator (`zramfs._zpages`) is in use."""
 

@@ -60,8 +60,11 @@ python-zstandard bundles, the codec also offers ``compress_blocks`` and
 lz4 codec's layout, on the module's parked threads or on its background
 helper while the trio thread stores (`ZramDevice._store_fresh_ahead`), which
 a python-zstandard call cannot do without a Python thread taking the GIL back
-after it.  Writes take those; reads, recompression and the per-page paths keep
-to python-zstandard.
+after it.  Its ``decompress_slots`` (``zstd_read_slots``) serves reads of
+several pages, also loop's 512 KiB ones in the C ``read_nowait`` without a
+coroutine.  Writes and those reads take the C calls; one-page reads,
+recompression, overwrites under mem_limit and a dictionary keep to
+python-zstandard.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ from zramfs.backends.base import (
     dictionary_of,
     int_param,
     invalid,
+    load_accelerator,
 )
 
 NAME: Final = "zstd"
@@ -283,24 +287,18 @@ class ZstdCodec:
 
 
 def _load_accelerator() -> ModuleType | None:
-    """`zramfs._zpages` if it was built with zstd, and with the zstd release
+    """The accelerator if it was built with zstd, and with the zstd release
     python-zstandard bundles (else their frames could differ), else None."""
-    if os.environ.get("ZRAMFS_NO_ACCEL"):
-        return None
-    try:
-        from zramfs import _zpages
-    except ImportError:
-        return None
+    zp = load_accelerator()
     version = ".".join(map(str, zstandard.ZSTD_VERSION))
-    if getattr(_zpages, "ZSTD_VERSION", None) != version:
-        return None
-    return _zpages
+    return zp if getattr(zp, "ZSTD_VERSION", None) == version else None
 
 
 _zp: Final = _load_accelerator()
 ACCELERATED: Final = _zp is not None
-"""Whether the C accelerator compresses zstd pages (`ZstdCodec.compress_blocks`,
-`ZstdCodec.compress_pages_begin`): `zramfs._zpages` built with the zstd of
+"""Whether the C accelerator compresses and reads zstd pages
+(`ZstdCodec.compress_blocks`, `ZstdCodec.compress_pages_begin`,
+`ZstdCodec.decompress_slots`): `zramfs._zpages` built with the zstd of
 python-zstandard's release (setup.py), so its frames are byte-identical to
 `ZstdCodec.compress`'s.  Its calls have the lz4 codec's layout, so the device
 stores their pages the way it stores lz4's, and a batch's tail can be
